@@ -1,0 +1,10 @@
+"""ecgedge: ECG rhythm classification from PhysioNet records to an int8 model on the edge.
+
+Subpackages (one direction of imports: ``train`` and ``convert`` may import ``device``):
+
+- :mod:`ecgedge.device` -- the numpy + LiteRT runtime that runs on the device.
+- :mod:`ecgedge.convert` -- Keras -> TFLite conversion, bundles and verification.
+- :mod:`ecgedge.train` -- WFDB data, tasks, models, cross-validation and baselines.
+"""
+
+__version__ = "0.1.0"

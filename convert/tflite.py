@@ -1,0 +1,52 @@
+"""Keras model -> TFLite flatbuffer bytes, in the three variants ecgedge ships."""
+
+import numpy as np
+
+from ecgedge.device.errors import EcgEdgeError
+
+QUANT_MODES = ("int8", "float16", "float32")
+
+
+def keras_to_tflite(model, quant="int8", representative=None):
+    """Convert a Keras model to TFLite bytes.
+
+    Parameters
+    ----------
+    model : keras.Model with one input and one output.
+    quant : "int8" (full integer: int8 weights, activations, input and output, builtin int8
+        ops only), "float16" (float16 weights) or "float32".
+    representative : ndarray of shape (n, *model input shape[1:]), float32 -- the calibration
+        images for "int8" (ignored otherwise).
+
+    Returns
+    -------
+    bytes, the .tflite flatbuffer.
+    """
+    import tensorflow as tf
+
+    if quant not in QUANT_MODES:
+        raise EcgEdgeError(f"quant must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quant == "int8":
+        expected = tuple(model.input_shape[1:])
+        rep = np.asarray(representative, dtype=np.float32) if representative is not None else None
+        if rep is None or rep.ndim != len(expected) + 1 or tuple(rep.shape[1:]) != expected or len(rep) == 0:
+            got = None if rep is None else rep.shape
+            raise EcgEdgeError(
+                f"the representative set must have shape (n, {', '.join(map(str, expected))}) "
+                f"with n > 0 to match the model input, got {got}"
+            )
+
+        def batches():
+            for image in rep:
+                yield [image[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = batches
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()

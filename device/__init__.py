@@ -1,0 +1,4 @@
+"""ecgedge.device: the runtime that runs on a Raspberry Pi or wearable prototype.
+
+numpy and a LiteRT interpreter only: it imports no TensorFlow, scipy, scikit-learn or wfdb.
+"""

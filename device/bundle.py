@@ -1,0 +1,144 @@
+"""The model bundle: ``model.tflite`` plus ``model.json``, a manifest that says everything the
+device needs (DSP, rates, window, classes, quantization) and the hash of the model.
+
+``convert`` writes bundles with :func:`write_bundle`; the device reads them with
+:func:`load_bundle`, which refuses a missing file, a hash mismatch or another format version.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecgedge.device.dsp import SpectrogramConfig
+from ecgedge.device.errors import EcgEdgeError
+
+FORMAT = "ecgedge-bundle"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.tflite"
+MANIFEST_FILE = "model.json"
+
+# Keys every manifest has; write_bundle fills format, format_version, model_file, sha256, bytes.
+REQUIRED_KEYS = (
+    "format", "format_version", "task", "classes", "label_map", "lead", "spectrogram",
+    "window_s", "hop_s", "input", "output", "quantization", "model_file", "sha256", "bytes",
+)
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, hash-checked bundle.
+
+    Attributes
+    ----------
+    path : the bundle directory.
+    manifest : the parsed ``model.json`` (dict).
+    """
+
+    path: Path
+    manifest: dict
+
+    @property
+    def model_path(self):
+        return self.path / self.manifest["model_file"]
+
+    @property
+    def classes(self):
+        return list(self.manifest["classes"])
+
+    @property
+    def spectrogram(self):
+        return SpectrogramConfig.from_dict(self.manifest["spectrogram"])
+
+    @property
+    def window_s(self):
+        return float(self.manifest["window_s"])
+
+    @property
+    def hop_s(self):
+        return float(self.manifest["hop_s"])
+
+    @property
+    def label_map(self):
+        """Rhythm annotation label (e.g. ``(AFIB``) -> class name."""
+        return dict(self.manifest["label_map"])
+
+
+def write_bundle(out_dir, tflite_bytes, manifest):
+    """Write ``model.tflite`` and ``model.json`` into ``out_dir`` and return the loaded Bundle.
+
+    ``manifest`` holds every key of REQUIRED_KEYS except those filled here (format,
+    format_version, model_file, sha256, bytes); extra keys (training metrics, versions,
+    representative set) are kept as given.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    model_path.write_bytes(tflite_bytes)
+    full = dict(manifest)
+    full.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        model_file=MODEL_FILE,
+        sha256=sha256_file(model_path),
+        bytes=model_path.stat().st_size,
+    )
+    missing = [k for k in REQUIRED_KEYS if k not in full]
+    if missing:
+        raise ValueError(f"bundle manifest lacks {missing}")
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    return load_bundle(out_dir)
+
+
+def load_bundle(path):
+    """Read and check a bundle directory (or its ``model.json``); return a Bundle.
+
+    Raises EcgEdgeError, naming the file and what to do, when the manifest is missing or not
+    JSON, comes from another format or version, lacks keys, or the model's sha256 or size
+    differs from the manifest's.
+    """
+    path = Path(path)
+    if path.name == MANIFEST_FILE:
+        path = path.parent
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise EcgEdgeError(
+            f"{manifest_path} not found: a bundle is a folder with {MODEL_FILE} and {MANIFEST_FILE}, "
+            "made by 'ecgedge convert quantize'"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EcgEdgeError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise EcgEdgeError(f"{manifest_path} is not an ecgedge bundle manifest (format != {FORMAT!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise EcgEdgeError(
+            f"{manifest_path} has bundle format version {version}, this ecgedge reads version "
+            f"{FORMAT_VERSION}: rebuild the bundle with this version's 'ecgedge convert quantize' "
+            "or install the ecgedge that made it"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise EcgEdgeError(f"{manifest_path} lacks {missing}; rebuild the bundle")
+    model_path = path / manifest["model_file"]
+    if not model_path.is_file():
+        raise EcgEdgeError(f"{model_path} not found; the bundle is incomplete")
+    size = model_path.stat().st_size
+    if size != manifest["bytes"] or sha256_file(model_path) != manifest["sha256"]:
+        raise EcgEdgeError(
+            f"{model_path} does not match its manifest (sha256 or size differs: {size} bytes, "
+            f"manifest says {manifest['bytes']}): the file was changed or truncated; copy the "
+            "bundle again"
+        )
+    return Bundle(path=path, manifest=manifest)

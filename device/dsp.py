@@ -1,0 +1,292 @@
+"""The one spectrogram: numpy-only signal processing shared by training and the device.
+
+Training imports these functions; the device runs them; the parameters travel in the model
+bundle as ``SpectrogramConfig.to_dict()``. There is no second implementation anywhere.
+
+Pipeline for one window of raw samples at any input rate ``fs_in``:
+
+1. ``resample_poly``: polyphase resampling to ``cfg.fs`` (bit-for-bit the algorithm of
+   ``scipy.signal.resample_poly`` with its default Kaiser window, which the tests use as oracle).
+2. standardise the window (zero mean, unit standard deviation), so gain and baseline offset of
+   a recorder or patient do not reach the model.
+3. for each image channel ``(nperseg, nfft)``: the magnitude STFT with a periodic Hann window,
+   frames centred on ``k * hop`` (``nperseg // 2`` zeros padded each side), no detrending,
+   scaled by ``1 / sum(window)`` (scipy's ``scaling='spectrum'``); keep the lowest ``n_freq``
+   bins; then ``log(magnitude + eps)``.
+
+Short windows show each beat as a vertical stripe (rhythm), long ones the harmonics of the
+heart rate (regularity); so channels of different lengths give the network both views.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+from ecgedge.device.errors import EcgEdgeError
+
+MAX_RESAMPLE_FACTOR = 1000
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    """Every parameter of the model's input image. Travels in the bundle manifest.
+
+    Attributes
+    ----------
+    fs : model sampling rate, Hz; every input is resampled to it.
+    window_s : window length, seconds.
+    hop : STFT hop, samples at ``fs``; the image has ``round(window_s * fs) // hop`` columns.
+    channels : one ``(nperseg, nfft)`` pair per image channel, samples at ``fs``.
+    n_freq : rows of the image: the lowest ``n_freq`` frequency bins of each channel.
+    eps : added to the magnitude (of a unit-variance window) before the log.
+    """
+
+    fs: float = 128.0
+    window_s: float = 10.0
+    hop: int = 10
+    channels: tuple = ((64, 256), (256, 256), (512, 512))
+    n_freq: int = 128
+    eps: float = 1e-3
+
+    def __post_init__(self):
+        # Lists from JSON become tuples, so configs compare and hash by value.
+        object.__setattr__(self, "channels", tuple(tuple(int(v) for v in c) for c in self.channels))
+
+    @property
+    def n_samples(self):
+        """Samples of one window at the model rate."""
+        return int(round(self.window_s * self.fs))
+
+    @property
+    def n_time(self):
+        """Columns of the image."""
+        return self.n_samples // self.hop
+
+    @property
+    def image_shape(self):
+        """(rows, columns, channels) of the image: frequency, time, channel."""
+        return (self.n_freq, self.n_time, len(self.channels))
+
+    def validate(self):
+        """Raise EcgEdgeError naming the first invalid value; return self."""
+        if not self.fs > 0:
+            raise EcgEdgeError(f"spectrogram fs must be > 0 Hz, got {self.fs}")
+        if not self.window_s > 0:
+            raise EcgEdgeError(f"window_s must be > 0, got {self.window_s}")
+        if not 0 < self.hop <= self.n_samples:
+            raise EcgEdgeError(f"hop must be in 1..{self.n_samples} samples, got {self.hop}")
+        if not self.channels:
+            raise EcgEdgeError("channels must name at least one (nperseg, nfft) pair, got none")
+        for nperseg, nfft in self.channels:
+            if nperseg < 2 or nfft < nperseg:
+                raise EcgEdgeError(
+                    f"each channel needs 2 <= nperseg <= nfft, got nperseg={nperseg}, nfft={nfft}"
+                )
+            if self.n_freq > nfft // 2 + 1:
+                raise EcgEdgeError(
+                    f"n_freq={self.n_freq} is more than the {nfft // 2 + 1} bins of nfft={nfft}"
+                )
+        if not self.eps > 0:
+            raise EcgEdgeError(f"eps must be > 0, got {self.eps}")
+        return self
+
+    def to_dict(self):
+        d = asdict(self)
+        d["channels"] = [list(c) for c in self.channels]
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise EcgEdgeError(f"unknown spectrogram settings {sorted(unknown)}")
+        return cls(**d).validate()
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+def resample_ratio(fs_in, fs_out):
+    """Return ``(up, down)``, coprime integers with ``fs_in * up / down == fs_out``.
+
+    Rates are read as decimals (``250.5`` Hz is ``501/2``); a ratio needing factors above
+    1000 is refused rather than approximated.
+    """
+    if not (np.isfinite(fs_in) and fs_in > 0):
+        raise EcgEdgeError(f"input sampling rate must be a positive number of Hz, got {fs_in}")
+    ratio = Fraction(str(float(fs_out))) / Fraction(str(float(fs_in)))
+    if max(ratio.numerator, ratio.denominator) > MAX_RESAMPLE_FACTOR:
+        raise EcgEdgeError(
+            f"can not resample {fs_in} Hz to {fs_out} Hz with factors up to "
+            f"{MAX_RESAMPLE_FACTOR} (ratio {ratio}); resample the input to a rounder rate first"
+        )
+    return ratio.numerator, ratio.denominator
+
+
+def _kaiser_lowpass(up, down):
+    """scipy.signal.resample_poly's default filter: firwin(2*10*max+1, 1/max, ('kaiser', 5.0)) * up."""
+    max_rate = max(up, down)
+    half_len = 10 * max_rate
+    m = np.arange(2 * half_len + 1) - half_len
+    h = np.sinc(m / max_rate) / max_rate
+    h *= np.kaiser(2 * half_len + 1, 5.0)
+    h /= h.sum()
+    return h * up, half_len
+
+
+@lru_cache(maxsize=32)
+def _polyphase_plan(n_in, up, down):
+    """Gather indices and weights that turn ``n_in`` samples into the resampled output.
+
+    Returns ``(index, weight)``, int64 and float64 arrays of shape (n_out, taps): the output
+    is ``(x[index] * weight).sum(axis=1)``; it equals scipy's upfirdn-based computation.
+    """
+    h, half_len = _kaiser_lowpass(up, down)
+    n_out = -(-n_in * up // down)
+    n_pre_pad = down - half_len % down
+    h = np.concatenate([np.zeros(n_pre_pad), h])
+    n_pre_remove = (half_len + n_pre_pad) // down
+    # Output m of the full upfirdn sits at upsampled time t = m * down and sums
+    # x[k] * h[t - k * up] over the k with 0 <= t - k * up < len(h).
+    t = (np.arange(n_out) + n_pre_remove) * down
+    taps = -(-len(h) // up)
+    k = t[:, None] // up - np.arange(taps)[None, :]
+    h_index = t[:, None] - k * up
+    valid = (k >= 0) & (k < n_in) & (h_index < len(h))
+    weight = np.where(valid, h[np.minimum(h_index, len(h) - 1)], 0.0)
+    index = np.clip(k, 0, n_in - 1)
+    return index, weight
+
+
+def resample_poly(x, up, down):
+    """Polyphase resampling of a 1-D signal by ``up / down``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n,), any real dtype.
+    up, down : positive ints.
+
+    Returns
+    -------
+    ndarray of shape (ceil(n * up / down),), float64 -- equal to
+    ``scipy.signal.resample_poly(x, up, down)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1:
+        raise EcgEdgeError(f"resample_poly takes a 1-D signal, got shape {x.shape}")
+    g = np.gcd(int(up), int(down))
+    up, down = int(up) // g, int(down) // g
+    if up == down == 1:
+        return x.copy()
+    if x.size == 0:
+        return x.copy()
+    index, weight = _polyphase_plan(x.size, up, down)
+    return np.einsum("ij,ij->i", x[index], weight)
+
+
+@lru_cache(maxsize=16)
+def hann_periodic(n):
+    """The periodic (DFT-even) Hann window of length n, as scipy.signal.get_window('hann', n)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def stft_magnitude(x, nperseg, nfft, hop, n_frames=None):
+    """Magnitude STFT with centred frames, before any log.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n,), float.
+    nperseg, nfft, hop : ints, samples.
+    n_frames : columns to return; default ``n // hop``.
+
+    Returns
+    -------
+    ndarray of shape (nfft // 2 + 1, n_frames), float64: ``|rfft(frame * hann, nfft)| /
+    sum(hann)`` for frames centred on ``k * hop``, the signal padded by ``nperseg // 2`` zeros
+    on each side. Equals ``scipy.signal.spectrogram(np.pad(x, nperseg // 2), window='hann',
+    nperseg=nperseg, noverlap=nperseg - hop, nfft=nfft, detrend=False, scaling='spectrum',
+    mode='magnitude')[2][:, :n_frames]``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if n_frames is None:
+        n_frames = x.size // hop
+    pad = nperseg // 2
+    padded = np.zeros(x.size + 2 * pad + nperseg)  # room for the last frame
+    padded[pad:pad + x.size] = x
+    frames = np.lib.stride_tricks.sliding_window_view(padded, nperseg)[: n_frames * hop: hop]
+    win = hann_periodic(nperseg)
+    spec = np.fft.rfft(frames * win, n=nfft, axis=1)
+    return (np.abs(spec) / win.sum()).T
+
+
+def standardize(x):
+    """Zero-mean, unit-standard-deviation copy of a window (float64); a flat window stays zero."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean()
+    sd = centred.std()
+    return centred / sd if sd > 0 else centred
+
+
+def spectrogram_image(x, cfg):
+    """The model's input image of one window already at the model rate.
+
+    Parameters
+    ----------
+    x : ndarray of shape (cfg.n_samples,), float, any amplitude unit.
+    cfg : SpectrogramConfig.
+
+    Returns
+    -------
+    ndarray of shape cfg.image_shape (frequency, time, channel), float32, natural-log magnitude.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (cfg.n_samples,):
+        raise EcgEdgeError(f"a window has {cfg.n_samples} samples at {cfg.fs} Hz, got shape {x.shape}")
+    z = standardize(x)
+    image = np.empty(cfg.image_shape, dtype=np.float32)
+    for c, (nperseg, nfft) in enumerate(cfg.channels):
+        mag = stft_magnitude(z, nperseg, nfft, cfg.hop, cfg.n_time)[: cfg.n_freq]
+        image[:, :, c] = np.log(mag + cfg.eps)
+    return image
+
+
+def to_model_rate(x, fs_in, cfg):
+    """Resample one raw window to ``cfg.fs`` and fit it to exactly ``cfg.n_samples`` samples.
+
+    Parameters
+    ----------
+    x : ndarray of shape (round(cfg.window_s * fs_in),) -- a window at the input rate.
+    fs_in : float, Hz.
+
+    Returns
+    -------
+    ndarray of shape (cfg.n_samples,), float64.
+    """
+    up, down = resample_ratio(fs_in, cfg.fs)
+    y = resample_poly(x, up, down)
+    if abs(y.size - cfg.n_samples) > 1:
+        raise EcgEdgeError(
+            f"a {cfg.window_s} s window at {fs_in} Hz should have {int(round(cfg.window_s * fs_in))} "
+            f"samples, got {np.size(x)}"
+        )
+    return np.pad(y, (0, max(0, cfg.n_samples - y.size)))[: cfg.n_samples]
+
+
+def window_image(x, fs_in, cfg):
+    """Raw window at ``fs_in`` -> model input image (shape cfg.image_shape, float32).
+
+    This is the whole preprocessing, used by training and on the device alike.
+    """
+    return spectrogram_image(to_model_rate(x, fs_in, cfg), cfg)
+
+
+def window_length(fs_in, cfg):
+    """Samples of one window at the input rate ``fs_in``."""
+    return int(round(cfg.window_s * fs_in))

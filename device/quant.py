@@ -1,0 +1,34 @@
+"""All int8 arithmetic of ecgedge, in one place.
+
+Quantize by round, clip, then cast (a plain ``astype(np.int8)`` wraps 130.2 to -126);
+dequantize after widening to int64, so subtracting the zero point can not overflow.
+"""
+
+import numpy as np
+
+_LIMITS = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255), np.dtype(np.int16): (-32768, 32767)}
+
+
+def quantize(x, scale, zero_point, dtype=np.int8):
+    """Real values -> integers: ``clip(round(x / scale) + zero_point)``.
+
+    Parameters
+    ----------
+    x : array_like of float.
+    scale : float > 0; zero_point : int; dtype : int8, uint8 or int16.
+
+    Returns
+    -------
+    ndarray of ``dtype``, same shape as x.
+    """
+    dtype = np.dtype(dtype)
+    if not scale > 0:
+        raise ValueError(f"quantization scale must be > 0, got {scale}")
+    lo, hi = _LIMITS[dtype]
+    q = np.round(np.asarray(x, dtype=np.float64) / scale) + int(zero_point)
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def dequantize(q, scale, zero_point):
+    """Integers -> real values: ``(int64(q) - zero_point) * scale``, float32."""
+    return ((np.asarray(q).astype(np.int64) - int(zero_point)) * float(scale)).astype(np.float32)
