@@ -7,6 +7,20 @@ from ecgedge.device.errors import EcgEdgeError
 QUANT_MODES = ("int8", "float16", "float32")
 
 
+def _fixed_batch_converter(tf, model):
+    """A converter for ``model`` with its batch dimension fixed to 1.
+
+    ``from_keras_model`` keeps Keras' ``None`` batch, which becomes a -1 shape signature on
+    every tensor; the Edge TPU compiler and TFLite Micro want static shapes, and the device
+    runs one window at a time anyway. Wrapping the model behind a batch-1 input fixes it.
+    """
+    import keras
+
+    inputs = keras.Input(batch_shape=(1, *model.input_shape[1:]), name="spectrogram")
+    fixed = keras.Model(inputs, model(inputs), name=model.name)
+    return tf.lite.TFLiteConverter.from_keras_model(fixed)
+
+
 def keras_to_tflite(model, quant="int8", representative=None):
     """Convert a Keras model to TFLite bytes.
 
@@ -20,13 +34,13 @@ def keras_to_tflite(model, quant="int8", representative=None):
 
     Returns
     -------
-    bytes, the .tflite flatbuffer.
+    bytes, the .tflite flatbuffer; batch size fixed to 1 (static shapes everywhere).
     """
     import tensorflow as tf
 
     if quant not in QUANT_MODES:
         raise EcgEdgeError(f"quant must be one of {', '.join(QUANT_MODES)}, got {quant!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = _fixed_batch_converter(tf, model)
     if quant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

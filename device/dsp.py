@@ -197,7 +197,7 @@ def hann_periodic(n):
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
-def stft_magnitude(x, nperseg, nfft, hop, n_frames=None):
+def stft_magnitude(x, nperseg, nfft, hop, n_frames=None, n_bins=None):
     """Magnitude STFT with centred frames, before any log.
 
     Parameters
@@ -205,10 +205,12 @@ def stft_magnitude(x, nperseg, nfft, hop, n_frames=None):
     x : ndarray of shape (n,), float.
     nperseg, nfft, hop : ints, samples.
     n_frames : columns to return; default ``n // hop``.
+    n_bins : rows to return (the lowest frequencies); default all ``nfft // 2 + 1``. Only these
+        go through ``abs`` and the scaling.
 
     Returns
     -------
-    ndarray of shape (nfft // 2 + 1, n_frames), float64: ``|rfft(frame * hann, nfft)| /
+    ndarray of shape (n_bins, n_frames), float64: ``|rfft(frame * hann, nfft)| /
     sum(hann)`` for frames centred on ``k * hop``, the signal padded by ``nperseg // 2`` zeros
     on each side. Equals ``scipy.signal.spectrogram(np.pad(x, nperseg // 2), window='hann',
     nperseg=nperseg, noverlap=nperseg - hop, nfft=nfft, detrend=False, scaling='spectrum',
@@ -222,7 +224,7 @@ def stft_magnitude(x, nperseg, nfft, hop, n_frames=None):
     padded[pad:pad + x.size] = x
     frames = np.lib.stride_tricks.sliding_window_view(padded, nperseg)[: n_frames * hop: hop]
     win = hann_periodic(nperseg)
-    spec = np.fft.rfft(frames * win, n=nfft, axis=1)
+    spec = np.fft.rfft(frames * win, n=nfft, axis=1)[:, :n_bins]
     return (np.abs(spec) / win.sum()).T
 
 
@@ -252,7 +254,7 @@ def spectrogram_image(x, cfg):
     z = standardize(x)
     image = np.empty(cfg.image_shape, dtype=np.float32)
     for c, (nperseg, nfft) in enumerate(cfg.channels):
-        mag = stft_magnitude(z, nperseg, nfft, cfg.hop, cfg.n_time)[: cfg.n_freq]
+        mag = stft_magnitude(z, nperseg, nfft, cfg.hop, cfg.n_time, n_bins=cfg.n_freq)
         image[:, :, c] = np.log(mag + cfg.eps)
     return image
 

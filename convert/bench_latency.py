@@ -1,0 +1,205 @@
+"""Latency of the device runtime against the desktop reference, in one run on the same windows.
+
+Per window, on one core (TensorFlow intra/inter-op threads 1, interpreter ``num_threads=1``):
+
+- DSP alone: ``window_image`` (resampling, three STFTs, standardisation);
+- Keras float model through ``tf.function`` at batch 1 (on a GPU when TensorFlow sees one);
+- TFLite float32 and TFLite int8 through the device runtime (``Classifier``).
+
+Each implementation is timed for its model call ("invoke") and end to end (DSP + model),
+after a warm-up, as median and p90. Ratios reference / device come from the same run, so they
+survive the noise of a shared machine. Throughput runs batches of ``batch`` windows per invoke.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ecgedge.device.benchmark import _stats, _timed, synthetic_ecg
+from ecgedge.device.dsp import window_image
+from ecgedge.device.errors import EcgEdgeError
+
+FS = 360.0
+TARGETS = {"int8_bytes_max": 300_000, "dsp_plus_invoke_ms_max": 1.0, "speedup_min": 10.0}
+
+
+def seeded_windows(fs, length, n, seed):
+    """``n`` windows of ``length`` samples, consecutive slices of one seeded synthetic ECG (list of ndarray)."""
+    signal = synthetic_ecg(length * n, fs, seed)
+    return [signal[i * length:(i + 1) * length] for i in range(n)]
+
+
+def single_core_tensorflow():
+    """Import TensorFlow limited to one intra- and one inter-op thread (before it starts); returns tf."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process: the settings can no longer change
+        pass
+    return tf
+
+
+def _timed_after_warmup(fn, args_list, warmup):
+    for args in args_list[:warmup]:
+        fn(*args)
+    return _timed(fn, args_list[warmup:])
+
+
+def keras_reference(run_dir, windows, fs, cfg, warmup):
+    """Keras float model of ``run_dir`` via tf.function at batch 1: invoke and end-to-end stats."""
+    from ecgedge.convert.rundir import load_keras_model
+
+    tf = single_core_tensorflow()
+    model = load_keras_model(run_dir / "model.keras")
+    call = tf.function(lambda x: model(x, training=False))
+    images = [(tf.constant(window_image(w, fs, cfg)[None]),) for w in windows]
+    invoke = _timed_after_warmup(lambda x: call(x).numpy(), images, warmup)
+    e2e = _timed_after_warmup(lambda w: call(tf.constant(window_image(w, fs, cfg)[None])).numpy(),
+                              [(w,) for w in windows], warmup)
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "device": "GPU" if gpus else "CPU",
+            "model": str(run_dir / "model.keras")}, call
+
+
+def runtime_timings(classifier, windows, fs, warmup):
+    """A bundle's Classifier (one thread) on ``windows``: invoke and end-to-end stats."""
+    inputs = [(classifier.model_input(window_image(w, fs, classifier.cfg)),) for w in windows]
+    invoke = _timed_after_warmup(classifier.invoke, inputs, warmup)
+    e2e = _timed_after_warmup(lambda w: classifier.classify_window(w, fs), [(w,) for w in windows], warmup)
+    return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "bytes": classifier.bundle.manifest["bytes"],
+            "bundle": str(classifier.bundle.path), "interpreter": classifier.info}
+
+
+def tflite_throughput(classifier, images, batch, repeats=3):
+    """Windows per second of the bundle's model resized to ``batch`` windows per invoke, one thread.
+
+    Returns None when the interpreter refuses the batched shape (some static-shape models).
+    """
+    from ecgedge.device.interpreter import make_interpreter
+
+    interpreter, _ = make_interpreter(classifier.bundle.model_path, num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    try:
+        interpreter.resize_tensor_input(index, [batch, *classifier.cfg.image_shape], strict=False)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError):
+        return None
+    x = np.concatenate([classifier.model_input(images[i % len(images)]) for i in range(batch)])
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        interpreter.invoke()
+    return round(batch * repeats / (time.perf_counter() - began), 2)
+
+
+def keras_throughput(call, images, batch, repeats=3):
+    """Windows per second of the Keras model at ``batch`` windows per call."""
+    import tensorflow as tf
+
+    x = tf.constant(np.stack([images[i % len(images)] for i in range(batch)]))
+    call(x).numpy()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        call(x).numpy()
+    return round(batch * repeats / (time.perf_counter() - began), 2)
+
+
+def ratios(timings):
+    """Reference / device time ratios of the implementations present."""
+    out = {}
+    for ref in ("keras_float", "tflite_float32"):
+        for dev in ("tflite_int8", "tflite_float32"):
+            if ref in timings and dev in timings and ref != dev:
+                for part in ("invoke", "end_to_end"):
+                    out[f"{ref}_over_{dev}_{part}"] = round(
+                        timings[ref][part]["median_ms"] / timings[dev][part]["median_ms"], 3)
+    return out
+
+
+def targets(results):
+    """The issue's latency and size targets, measured in this run (None where not measurable)."""
+    int8 = results["timings"]["tflite_int8"]
+    dsp_invoke = results["timings"]["dsp"]["median_ms"] + int8["invoke"]["median_ms"]
+    speedup = results["ratios"].get("keras_float_over_tflite_int8_end_to_end")
+    return {
+        "int8_bytes": int8["bytes"], "int8_bytes_ok": int8["bytes"] <= TARGETS["int8_bytes_max"],
+        "dsp_plus_invoke_ms": round(dsp_invoke, 4), "dsp_plus_invoke_ok": dsp_invoke <= TARGETS["dsp_plus_invoke_ms_max"],
+        "speedup_end_to_end": speedup, "speedup_ok": None if speedup is None else speedup >= TARGETS["speedup_min"],
+        "limits": TARGETS,
+    }
+
+
+def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, seed=0, fs=FS):
+    """Time DSP, Keras float, TFLite float32 and int8 on the same seeded windows.
+
+    Parameters
+    ----------
+    bundle : int8 bundle folder (required).
+    float_bundle : float32 bundle folder or None (left out).
+    run_dir : training run with model.keras or None (the Keras reference is left out).
+    n, warmup : timed and untimed windows per measurement.
+    batch : windows per invoke in the throughput runs.
+    seed : seed of the synthetic windows.
+    fs : their sampling rate, Hz (resampling is part of the DSP).
+
+    Returns
+    -------
+    dict: windows {n, warmup, fs, seed, batch}, timings {dsp, keras_float, tflite_float32,
+    tflite_int8 (each {invoke, end_to_end} {median_ms, p90_ms})}, ratios, throughput
+    {implementation: windows/s}, targets.
+    """
+    from ecgedge.device.runtime import Classifier
+
+    if bundle is None:
+        raise EcgEdgeError("no int8 bundle: run 'ecgedge pipeline' first or pass --bundle")
+    if run_dir is not None:
+        single_core_tensorflow()  # before anything else starts TensorFlow's thread pools
+    timings, throughput = {}, {}
+    classifier = Classifier(bundle, num_threads=1)
+    windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
+    images = [window_image(w, fs, classifier.cfg) for w in windows[:batch]]
+    timings["dsp"] = _stats(_timed_after_warmup(lambda w: window_image(w, fs, classifier.cfg),
+                                                [(w,) for w in windows], warmup))
+    timings["tflite_int8"] = runtime_timings(classifier, windows, fs, warmup)
+    throughput["tflite_int8"] = tflite_throughput(classifier, images, batch)
+    if float_bundle is not None:
+        float_classifier = Classifier(float_bundle, num_threads=1)
+        timings["tflite_float32"] = runtime_timings(float_classifier, windows, fs, warmup)
+        throughput["tflite_float32"] = tflite_throughput(float_classifier, images, batch)
+    if run_dir is not None:
+        timings["keras_float"], call = keras_reference(Path(run_dir), windows, fs, classifier.cfg, warmup)
+        throughput["keras_float"] = keras_throughput(call, images, batch)
+    results = {"windows": {"n": n, "warmup": warmup, "fs": fs, "seed": seed, "batch": batch, "threads": 1},
+               "timings": timings, "ratios": ratios(timings), "throughput_windows_per_s": throughput}
+    results["targets"] = targets(results)
+    return results
+
+
+def summary(results):
+    """Lines for the terminal: medians, ratios, targets."""
+    lines = [f"DSP median {results['timings']['dsp']['median_ms']:.3f} ms"]
+    for name in ("keras_float", "tflite_float32", "tflite_int8"):
+        t = results["timings"].get(name)
+        if t:
+            lines.append(f"{name:<15} invoke {t['invoke']['median_ms']:.3f} ms  end to end "
+                         f"{t['end_to_end']['median_ms']:.3f} ms (p90 {t['end_to_end']['p90_ms']:.3f})")
+    lines.append(f"ratios {results['ratios']}")
+    lines.append(f"throughput (windows/s) {results['throughput_windows_per_s']}")
+    lines.append(f"targets {results['targets']}")
+    return "\n".join(lines)
+
+
+def plot(path, results):
+    """Latency bars of each implementation (DSP, invoke, end to end)."""
+    from ecgedge.train.pipeline_report import plot_latency_bars
+
+    t = results["timings"]
+    bars = {name: {"dsp": t["dsp"], **t[name]} for name in ("keras_float", "tflite_float32", "tflite_int8")
+            if name in t}
+    plot_latency_bars(path, bars, title=f"median per window (whisker: p90), one core, n={results['windows']['n']}")

@@ -1,0 +1,93 @@
+"""Timing the device runtime on one window: DSP, inference and end to end (``device bench``)."""
+
+import platform
+import sys
+import time
+
+import numpy as np
+
+from ecgedge.device.dsp import window_image
+
+
+def synthetic_ecg(n, fs, seed):
+    """Seeded ECG-like signal: ndarray of shape (n,), float64, mV (spikes at ~75 bpm, wander, noise)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fs
+    beats = np.cumsum(rng.uniform(0.7, 0.9, size=int(n / fs / 0.7) + 2))
+    spikes = np.zeros(n)
+    for b in beats:
+        spikes += np.exp(-(((t - b) / 0.02) ** 2))
+    return spikes + 0.2 * np.sin(2 * np.pi * 0.3 * t) + 0.02 * rng.standard_normal(n)
+
+
+def _timed(fn, args_list):
+    """Call ``fn(*args)`` for each args; return ndarray of wall times in milliseconds."""
+    times = np.empty(len(args_list))
+    for i, args in enumerate(args_list):
+        began = time.perf_counter()
+        fn(*args)
+        times[i] = (time.perf_counter() - began) * 1e3
+    return times
+
+
+def _stats(ms):
+    return {"median_ms": round(float(np.median(ms)), 4), "p90_ms": round(float(np.percentile(ms, 90)), 4)}
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process in MiB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
+
+
+def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
+    """Median and p90 times of DSP, invoke and end to end over ``n`` seeded windows.
+
+    Parameters
+    ----------
+    classifier : runtime.Classifier.
+    fs : input sampling rate of the synthetic windows, Hz (resampling is part of the DSP).
+    n, warmup : timed and untimed windows.
+    seed : seed of the synthetic signal.
+
+    Returns
+    -------
+    dict: dsp, invoke, end_to_end ({median_ms, p90_ms}), windows_per_s (from the end-to-end
+    median), real_time_factor (end-to-end median / hop: the share of real time a stream needs;
+    < 1 keeps up), model_bytes, peak_rss_mib, plus interpreter, machine and versions.
+    """
+    length = classifier.window_samples(fs)
+    hop = max(int(round(classifier.hop_s * fs)), 1)
+    signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
+    windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
+    cfg = classifier.cfg
+    for w in windows[:warmup]:
+        classifier.classify_window(w, fs)
+    timed = windows[warmup:]
+    dsp_ms = _timed(lambda w: window_image(w, fs, cfg), [(w,) for w in timed])
+    inputs = [(classifier.model_input(window_image(w, fs, cfg)),) for w in timed]
+    invoke_ms = _timed(classifier.invoke, inputs)
+    e2e_ms = _timed(lambda w: classifier.classify_window(w, fs), [(w,) for w in timed])
+    median_s = float(np.median(e2e_ms)) / 1e3
+    return {
+        "dsp": _stats(dsp_ms),
+        "invoke": _stats(invoke_ms),
+        "end_to_end": _stats(e2e_ms),
+        "windows_per_s": round(1.0 / median_s, 2),
+        "real_time_factor": round(median_s / classifier.hop_s, 6),
+        "model_bytes": classifier.bundle.model_path.stat().st_size,
+        "peak_rss_mib": peak_rss_mib(),
+        "n": n,
+        "fs_in": fs,
+        "window_s": classifier.window_s,
+        "hop_s": classifier.hop_s,
+        "interpreter": classifier.info,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }

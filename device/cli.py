@@ -1,0 +1,181 @@
+"""``ecgedge device``: run, evaluate and benchmark a bundle on the device.
+
+Callbacks parse options and call library functions; the runtime is imported inside them, so
+``ecgedge device --help`` imports neither numpy's heavy users nor an interpreter. New commands
+join the group with ``@device.command()`` and, when they load a bundle, ``@classifier_options``
+plus :func:`load_classifier`.
+"""
+
+import json
+
+import click
+
+
+@click.group()
+def device():
+    """The on-device runtime: classify ECG from records, files or a live stream."""
+
+
+def classifier_options(fn):
+    """Add --bundle, --edgetpu/--no-edgetpu, --cpu-fallback and --threads to a command."""
+    options = [
+        click.option("--bundle", "bundle", required=True, type=click.Path(),
+                     help="Bundle folder (model.tflite + model.json) made by 'ecgedge convert'."),
+        click.option("--edgetpu/--no-edgetpu", default=None,
+                     help="Use the Edge TPU delegate (default: only for *_edgetpu.tflite models)."),
+        click.option("--cpu-fallback", is_flag=True,
+                     help="Run on the CPU when the Edge TPU delegate can not be loaded."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="Interpreter threads."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def load_classifier(bundle, edgetpu=None, cpu_fallback=False, threads=None):
+    """A runtime.Classifier for the options of :func:`classifier_options`."""
+    from ecgedge.device.runtime import Classifier
+
+    return Classifier(bundle, edgetpu=edgetpu, cpu_fallback=cpu_fallback, num_threads=threads)
+
+
+def _emit(obj):
+    click.echo(json.dumps(obj))
+
+
+def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
+    """(fs, iterator of sample chunks) for a file or stdin input."""
+    from ecgedge.device.errors import EcgEdgeError
+    from ecgedge.device.inputs import STDIN, check_fs, chunks_of, detect_format, read_input, stream_stdin
+
+    preference = classifier.bundle.manifest.get("lead") or ()
+    if input_path == STDIN:
+        fs = check_fs(fs, "standard input")
+        return fs, stream_stdin(detect_format(STDIN, fmt), chunk(fs), lead)
+    signal = read_input(input_path, fs, lead, fmt, preference)
+    length = classifier.window_samples(signal.fs)
+    if len(signal.samples) < length:
+        raise EcgEdgeError(
+            f"{signal.source} has {len(signal.samples)} samples ({len(signal.samples) / signal.fs:g} s at "
+            f"{signal.fs:g} Hz), shorter than one {classifier.window_s:g} s window ({length} samples)"
+        )
+    return signal.fs, chunks_of(signal.samples, chunk(signal.fs))
+
+
+@device.command()
+@classifier_options
+@click.option("--input", "input_path", required=True, help="WFDB record, .csv, .npy, or '-' for stdin.")
+@click.option("--fs", type=str, default=None, help="Input sampling rate, Hz (required unless WFDB).")
+@click.option("--lead", default=None, help="Lead name or column index (default: the bundle's lead list).")
+@click.option("--hop", "hop_s", type=float, default=None, help="Seconds between windows (default: the bundle's hop).")
+@click.option("--format", "fmt", default="auto",
+              type=click.Choice(["auto", "wfdb", "csv", "npy", "text", "int16"]),
+              help="Input format; stdin is 'text' (one sample per line) or 'int16' (raw little-endian).")
+@click.option("--summary", is_flag=True, help="End with rhythm episodes and time per class (e.g. AF burden).")
+def run(bundle, edgetpu, cpu_fallback, threads, input_path, fs, lead, hop_s, fmt, summary):
+    """Classify every window of an input: one JSON object per line.
+
+    Each line is {"t_start", "t_end", "label", "probs", "latency_ms"}; windows that can not be
+    classified have "label": null and a "reason". With --summary, a last line {"summary":
+    {"episodes", "time_s", "burden"}}.
+    """
+    from ecgedge.device.errors import EcgEdgeError
+    from ecgedge.device.runtime import EpisodeTracker, StreamingClassifier
+
+    classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads)
+    hop = classifier.hop_s if hop_s is None else hop_s
+    if not hop > 0:
+        raise EcgEdgeError(f"--hop must be > 0 seconds, got {hop}")
+    fs, chunks = _sample_chunks(classifier, input_path, fs, lead, fmt,
+                                lambda rate: max(int(round(hop * rate)), 1))
+    stream = StreamingClassifier(classifier, fs, hop)
+    tracker = EpisodeTracker(classifier.classes, classifier.window_s, hop)
+    for chunk in chunks:
+        for result in stream.push(chunk):
+            _emit(result.to_json(classifier.classes))
+            tracker.add(result)
+    for result in stream.finish():
+        _emit(result.to_json(classifier.classes))
+    if stream.n_seen < stream.length:
+        raise EcgEdgeError(
+            f"the input had {stream.n_seen} samples ({stream.n_seen / fs:g} s at {fs:g} Hz), shorter "
+            f"than one {classifier.window_s:g} s window ({stream.length} samples)"
+        )
+    if summary:
+        _emit({"summary": tracker.summary()})
+
+
+def _split_records(records):
+    """``--records 100 --records 201,203`` -> ["100", "201", "203"] (None when not given)."""
+    names = [r.strip() for item in records for r in item.split(",") if r.strip()]
+    return names or None
+
+
+def _print_eval(report):
+    click.echo(f"windows {report['n_windows']}  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
+    width = max(len(c) for c in report["labels"])
+    click.echo(f"{'class':<{width}}  recall  precision  support   confusion (rows true)")
+    for c, row in zip(report["labels"], report["confusion"]):
+        pc = report["per_class"][c]
+        click.echo(f"{c:<{width}}  {pc['recall']:.4f}  {pc['precision']:.4f}     {pc['support']:>7}   {row}")
+    click.echo(f"skipped windows: {json.dumps(report['skipped'])}")
+
+
+@device.command(name="eval")
+@classifier_options
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="Database folder with WFDB records and .atr rhythm annotations (e.g. $ECGEDGE_DATA/mitdb).")
+@click.option("--records", multiple=True, help="Record names (repeat or comma-separate); default all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--predictions", type=click.Path(dir_okay=False), default=None,
+              help="Also write one JSON line per window: record, t_start, annotation, label, probs.")
+def eval_(bundle, edgetpu, cpu_fallback, threads, data_dir, records, as_json, predictions):
+    """Accuracy, macro-F1, per-class recall and confusion against the rhythm annotations."""
+    from ecgedge.device.evaluate import evaluate
+
+    classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads)
+    out = open(predictions, "w") if predictions else None
+    try:
+        on_window = None
+        if out is not None:
+            def on_window(record, result, annotation):
+                row = {"record": record, "annotation": annotation, **result.to_json(classifier.classes)}
+                row.pop("latency_ms")
+                out.write(json.dumps(row) + "\n")
+        report = evaluate(classifier, data_dir, _split_records(records), on_window)
+    finally:
+        if out is not None:
+            out.close()
+    if as_json:
+        _emit(report)
+    else:
+        _print_eval(report)
+
+
+@device.command()
+@classifier_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Timed windows.")
+@click.option("--fs", type=float, default=360.0, show_default=True, help="Input rate of the synthetic windows, Hz.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic ECG.")
+def bench(bundle, edgetpu, cpu_fallback, threads, as_json, n, fs, seed):
+    """Median and p90 ms of DSP, invoke and end to end; windows/s, real-time factor, memory."""
+    from ecgedge.device.benchmark import bench as run_bench
+    from ecgedge.device.inputs import check_fs
+
+    classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads)
+    result = run_bench(classifier, fs=check_fs(fs, "--fs"), n=n, seed=seed)
+    if as_json:
+        _emit(result)
+        return
+    for part in ("dsp", "invoke", "end_to_end"):
+        click.echo(f"{part:<11} median {result[part]['median_ms']:.3f} ms  p90 {result[part]['p90_ms']:.3f} ms")
+    click.echo(f"windows/s {result['windows_per_s']}  real-time factor {result['real_time_factor']}  "
+               f"model {result['model_bytes']} bytes  peak RSS {result['peak_rss_mib']} MiB")
+
+
+
+from ecgedge.device.cli_pack import COMMANDS as PACK_COMMANDS  # noqa: E402 (pack, push, selftest)
+
+for _command in PACK_COMMANDS:
+    device.add_command(_command)

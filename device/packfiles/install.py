@@ -1,0 +1,442 @@
+"""Install an unpacked ecgedge pack on the device (started by install.sh; standard library only).
+
+Steps, each of which stops the install with a one-line ``install: error: ...`` and exit status 2:
+
+1. read ``pack.json`` and refuse a pack built for another platform or Python version;
+2. check the sha256 of every file in the pack against ``pack.json`` (a corrupted or edited file,
+   a missing file or an extra file refuses the install) and the model against its bundle
+   manifest;
+3. check the free space under the prefix;
+4. build ``PREFIX/releases/<release>``: a virtualenv, the wheels (only those in the pack with
+   ``--offline``), the bundle and the self-test windows, then run ``ecgedge device selftest``;
+5. only then point ``PREFIX/current`` at the new release (an atomic symlink swap) and remove
+   releases older than the previous one.
+
+A failure or an interrupt at any step removes the new release folder, so nothing is left half
+installed and the previous ``current`` keeps working. The virtualenv is built at its final path
+because virtualenvs cannot be moved; the "move into place" is the switch of ``current``.
+
+Environment: ``ECGEDGE_EXEC_PREFIX`` is put in front of every program this script starts (for
+user-mode emulation without binfmt_misc, e.g. ``/usr/bin/qemu-aarch64-static``).
+"""
+
+import argparse
+import errno
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import venv
+
+PACK_FORMAT = "ecgedge-pack"
+PACK_FORMAT_VERSION = 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+COMPLETE_MARK = ".complete"
+
+
+class InstallError(Exception):
+    """A reason to stop the install, said in one line."""
+
+
+def say(message):
+    print("install: " + message, flush=True)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(pack_dir):
+    """Return pack.json as a dict, refusing anything that is not a pack this script knows."""
+    path = os.path.join(pack_dir, "pack.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise InstallError("cannot read {}: {}; unpack the archive again".format(path, exc))
+    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
+        raise InstallError("{} is not an ecgedge pack manifest".format(path))
+    if manifest.get("format_version") != PACK_FORMAT_VERSION:
+        raise InstallError(
+            "{} has format_version {!r}; this installer reads {}".format(
+                path, manifest.get("format_version"), PACK_FORMAT_VERSION))
+    return manifest
+
+
+def glibc_version():
+    name, version = platform.libc_ver()
+    if name != "glibc" or not version:
+        return None
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+def check_platform(manifest):
+    """Refuse a pack whose target platform, Python or glibc differs from this interpreter's."""
+    target = manifest["target"]
+    here_platform = sysconfig.get_platform()
+    if here_platform != target["platform"]:
+        raise InstallError(
+            "this pack is for {} but this Python runs on {} ({}); build one with "
+            "`ecgedge device pack ... --target {}`".format(
+                target["platform"], here_platform, sys.executable, here_platform))
+    here_python = "{}.{}".format(*sys.version_info[:2])
+    if here_python != target["python"]:
+        raise InstallError(
+            "this pack is for Python {} but {} is Python {}; build one with "
+            "`ecgedge device pack ... --python {}` or set ECGEDGE_PYTHON".format(
+                target["python"], sys.executable, here_python, here_python))
+    needed = target.get("glibc_min")
+    if needed and manifest.get("offline"):
+        have = glibc_version()
+        want = tuple(int(p) for p in needed.split("."))
+        if have is not None and have < want:
+            raise InstallError(
+                "the wheels in this pack need glibc >= {} but this system has {}".format(
+                    needed, ".".join(map(str, have))))
+
+
+def check_files(pack_dir, manifest):
+    """Check every file of the pack against the manifest: present, same size and sha256, no extras."""
+    listed = manifest.get("files", {})
+    for rel, entry in sorted(listed.items()):
+        path = os.path.join(pack_dir, rel)
+        if not os.path.isfile(path):
+            raise InstallError("{} is missing from the pack; unpack the archive again".format(rel))
+        if os.path.getsize(path) != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise InstallError(
+                "{} does not match the sha256 in pack.json: the pack is corrupted or was "
+                "edited; copy the archive again".format(rel))
+    for root, dirs, files in os.walk(pack_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), pack_dir)
+            if rel != "pack.json" and rel not in listed:
+                raise InstallError(
+                    "{} is in the pack folder but not in pack.json; refusing files the pack "
+                    "did not ship (remove it or unpack the archive into an empty folder)".format(rel))
+
+
+def check_bundle(pack_dir):
+    """The model must match the sha256 and size written in its own bundle manifest."""
+    bundle = os.path.join(pack_dir, "bundle")
+    try:
+        with open(os.path.join(bundle, "model.json"), encoding="utf-8") as f:
+            model = json.load(f)
+        model_path = os.path.join(bundle, model["model_file"])
+        if os.path.getsize(model_path) != model["bytes"] or sha256_file(model_path) != model["sha256"]:
+            raise InstallError(
+                "bundle/{} does not match the sha256 in bundle/model.json: refusing a "
+                "tampered model".format(model["model_file"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InstallError("cannot check the bundle in {}: {}".format(bundle, exc))
+    return model
+
+
+def default_prefix():
+    if os.geteuid() == 0:
+        return "/opt/ecgedge"
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "ecgedge")
+
+
+def existing_ancestor(path):
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_space(prefix, manifest):
+    """Refuse early when the prefix's file system cannot hold the release.
+
+    Installed wheels take about three times their compressed size; 64 MiB covers pip's
+    temporary files, the bundle and the virtualenv itself.
+    """
+    wheel_bytes = sum(e["bytes"] for rel, e in manifest["files"].items() if rel.endswith(".whl"))
+    if not manifest.get("offline"):
+        wheel_bytes += manifest.get("online_download_bytes", 48 << 20)
+    need = 3 * wheel_bytes + (64 << 20)
+    free = shutil.disk_usage(existing_ancestor(prefix)).free
+    if free < need:
+        raise InstallError(
+            "no space left: {} has {:.0f} MiB free and the install needs about {:.0f} MiB; "
+            "free some space or choose another --prefix".format(
+                existing_ancestor(prefix), free / 2**20, need / 2**20))
+
+
+def exec_prefix():
+    return shlex.split(os.environ.get("ECGEDGE_EXEC_PREFIX", ""))
+
+
+def run(cmd, what, env=None):
+    """Run a command with output streamed to ours; a failure becomes an InstallError."""
+    full = exec_prefix() + [str(c) for c in cmd]
+    say("{}: {}".format(what, " ".join(shlex.quote(c) for c in full)))
+    try:
+        code = subprocess.call(full, env=env)
+    except OSError as exc:
+        raise InstallError("{} failed: cannot start {}: {}".format(what, full[0], exc))
+    if code != 0:
+        raise InstallError("{} failed with exit status {}".format(what, code))
+
+
+def find_pip_wheel(pack_dir):
+    """A pip wheel to run pip from: the pack's own, else the system's ensurepip copy."""
+    candidates = sorted(glob.glob(os.path.join(pack_dir, "wheels", "pip-*.whl")))
+    candidates += sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))  # Debian's ensurepip
+    candidates += sorted(glob.glob(os.path.join(
+        sysconfig.get_paths()["stdlib"], "ensurepip", "_bundled", "pip-*.whl")))
+    if not candidates:
+        raise InstallError(
+            "no pip wheel found (none in the pack, no ensurepip): install python3-venv "
+            "(sudo apt install python3-venv) or use a pack built with --offline")
+    return candidates[0]
+
+
+def install_release(pack_dir, manifest, release_dir, offline, index_url):
+    """Build the release folder: virtualenv, packages, bundle, self-test windows."""
+    os.makedirs(release_dir)
+    venv_dir = os.path.join(release_dir, "venv")
+    say("creating the virtualenv {}".format(venv_dir))
+    # In-process and without pip: ensurepip would start the new interpreter itself, which
+    # user-mode emulation without binfmt cannot do; pip runs from a wheel below instead.
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(venv_dir)
+    python = os.path.join(venv_dir, "bin", "python")
+    pip = [python, os.path.join(find_pip_wheel(pack_dir), "pip"), "install",
+           "--no-cache-dir", "--disable-pip-version-check", "--no-warn-script-location", "--progress-bar", "off",
+           "--only-binary", ":all:", "--find-links", os.path.join(pack_dir, "wheels")]
+    if offline:
+        pip += ["--no-index"]
+    elif index_url:
+        pip += ["--index-url", index_url]
+    pip += ["-r", os.path.join(pack_dir, "requirements.txt"),
+            "ecgedge[device]=={}".format(manifest["versions"]["ecgedge"])]
+    env = None
+    if offline:
+        # Only the pack's wheels: no pip.conf or PIP_* variable may add an index or a folder.
+        env = dict((k, v) for k, v in os.environ.items() if not k.startswith("PIP_"))
+        env["PIP_CONFIG_FILE"] = os.devnull
+    try:
+        run(pip, "installing ecgedge[device] {}".format(
+            "from the pack's wheels" if offline else "(registry + pack)"), env=env)
+    except InstallError as exc:
+        free = shutil.disk_usage(release_dir).free
+        if free < (64 << 20):
+            raise InstallError("{} (only {:.0f} MiB free under {}: no space left?)".format(
+                exc, free / 2**20, release_dir))
+        raise
+    for rel in ("bundle", "systemd"):
+        src = os.path.join(pack_dir, rel)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(release_dir, rel))
+    for rel in ("pack.json", "requirements.txt", "selftest.npz"):
+        shutil.copy2(os.path.join(pack_dir, rel), os.path.join(release_dir, rel))
+    return python
+
+
+def run_selftest(release_dir):
+    python = os.path.join(release_dir, "venv", "bin", "python")
+    run([python, os.path.join(release_dir, "venv", "bin", "ecgedge"), "device", "selftest",
+         "--bundle", os.path.join(release_dir, "bundle"),
+         "--windows", os.path.join(release_dir, "selftest.npz")],
+        "self-test")
+
+
+def switch_current(prefix, release_dir):
+    """Point PREFIX/current at the release with one rename (atomic on POSIX)."""
+    link = os.path.join(prefix, "current")
+    tmp = link + ".new"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(os.path.relpath(release_dir, prefix), tmp)
+    os.replace(tmp, link)
+
+
+def current_release(prefix):
+    link = os.path.join(prefix, "current")
+    if os.path.islink(link):
+        return os.path.realpath(link)
+    return None
+
+
+def prune_releases(releases, keep, current):
+    """Remove unfinished releases and all but the ``keep`` newest finished ones (never current)."""
+    if not os.path.isdir(releases):
+        return
+    finished = []
+    for name in os.listdir(releases):
+        path = os.path.join(releases, name)
+        if os.path.realpath(path) == current:
+            continue
+        if not os.path.exists(os.path.join(path, COMPLETE_MARK)):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            finished.append((os.path.getmtime(os.path.join(path, COMPLETE_MARK)), path))
+    for _, path in sorted(finished, reverse=True)[max(keep - 1, 0):]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def render_template(path, values):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for key, value in values.items():
+        text = text.replace("@{}@".format(key), value)
+    return text
+
+
+def install_systemd(args, prefix):
+    """Write the systemd unit and the logrotate rule for ``ecgedge device run`` on args.source."""
+    if not args.source:
+        raise InstallError("--systemd needs --source (a serial device such as /dev/ttyACM0 or a FIFO)")
+    current = os.path.join(prefix, "current")
+    stty = ""
+    if args.baud:
+        stty = "ExecStartPre=/bin/stty -F {} {} raw -echo".format(args.source, args.baud)
+    values = {
+        "PREFIX": prefix, "CURRENT": current, "SOURCE": args.source, "FS": str(args.fs),
+        "LOG_DIR": args.log_dir, "USER": args.user, "STTY": stty,
+        "RUN_ARGS": args.run_args, "LOGROTATE_KEEP": str(args.log_keep),
+        "LOGROTATE_SIZE": args.log_size,
+    }
+    templates = os.path.join(current, "systemd")
+    unit = render_template(os.path.join(templates, "ecgedge.service"), values)
+    rotate = render_template(os.path.join(templates, "ecgedge.logrotate"), values)
+    for folder in (args.systemd_dir, args.logrotate_dir, args.log_dir):
+        os.makedirs(folder, exist_ok=True)
+    write_file(os.path.join(args.systemd_dir, "ecgedge.service"), unit)
+    write_file(os.path.join(args.logrotate_dir, "ecgedge"), rotate)
+    say("wrote {} and {}".format(os.path.join(args.systemd_dir, "ecgedge.service"),
+                                 os.path.join(args.logrotate_dir, "ecgedge")))
+    say("enable it with: sudo systemctl daemon-reload && sudo systemctl enable --now ecgedge; "
+        "results go to {}/rhythm.jsonl".format(args.log_dir))
+
+
+def write_file(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="install.sh", description="Install this ecgedge pack into a virtualenv under PREFIX.")
+    parser.add_argument("--prefix", default=os.environ.get("ECGEDGE_PREFIX") or default_prefix(),
+                        help="install folder (default: /opt/ecgedge as root, else "
+                             "~/.local/share/ecgedge; or $ECGEDGE_PREFIX)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--offline", action="store_true",
+                      help="install only from the wheels in the pack (the default when it has them)")
+    mode.add_argument("--online", action="store_true",
+                      help="install from the package registry (the pack's wheels are still preferred)")
+    parser.add_argument("--index-url", help="package registry for --online (pip's default otherwise)")
+    parser.add_argument("--force", action="store_true",
+                        help="install again even when this pack is already the current release")
+    parser.add_argument("--keep", type=int, default=2,
+                        help="finished releases to keep, the current one included (default 2)")
+    unit = parser.add_argument_group("systemd service (optional)")
+    unit.add_argument("--systemd", action="store_true",
+                      help="install a unit that runs `ecgedge device run` on --source")
+    unit.add_argument("--source", help="serial device or FIFO giving samples as text lines")
+    unit.add_argument("--fs", type=float, default=250.0, help="sampling rate of --source in Hz (default 250)")
+    unit.add_argument("--baud", type=int, help="set this baud rate (stty) on a serial --source")
+    unit.add_argument("--run-args", default="", help="extra options for `ecgedge device run`")
+    unit.add_argument("--user", default="root", help="user the service runs as (default root)")
+    unit.add_argument("--log-dir", default="/var/log/ecgedge", help="JSON-lines log folder")
+    unit.add_argument("--log-size", default="10M", help="rotate the log at this size (default 10M)")
+    unit.add_argument("--log-keep", type=int, default=7, help="rotated logs to keep (default 7)")
+    unit.add_argument("--systemd-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+    unit.add_argument("--logrotate-dir", default="/etc/logrotate.d", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    prefix = os.path.abspath(os.path.expanduser(args.prefix))
+    release_dir = None
+    try:
+        manifest = load_manifest(HERE)
+        say("pack {} for {} / Python {} (ecgedge {}, task {})".format(
+            manifest["pack_id"], manifest["target"]["platform"], manifest["target"]["python"],
+            manifest["versions"]["ecgedge"], manifest["bundle"]["task"]))
+        check_platform(manifest)
+        check_files(HERE, manifest)
+        check_bundle(HERE)
+        say("all {} files match pack.json; bundle sha256 {}".format(
+            len(manifest["files"]), manifest["bundle"]["sha256"][:16]))
+        offline = args.offline or (manifest.get("offline") and not args.online)
+        if offline and not manifest.get("offline"):
+            raise InstallError("--offline needs a pack built with `ecgedge device pack --offline`")
+        check_space(prefix, manifest)
+        os.makedirs(prefix, exist_ok=True)
+        lock = open(os.path.join(prefix, ".install.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InstallError("another install is running in {}".format(prefix))
+        current = current_release(prefix)
+        if current and not args.force and os.path.exists(os.path.join(current, "pack.json")):
+            with open(os.path.join(current, "pack.json"), encoding="utf-8") as f:
+                if json.load(f).get("pack_id") == manifest["pack_id"]:
+                    say("this pack is already the current release {}; checking it".format(current))
+                    run_selftest(current)
+                    if args.systemd:
+                        install_systemd(args, prefix)
+                    return 0
+        releases = os.path.join(prefix, "releases")
+        prune_releases(releases, keep=args.keep + 1, current=current)  # leftovers of killed installs
+        release_dir = os.path.join(releases, "{}-{}-{}".format(
+            manifest["versions"]["ecgedge"], manifest["pack_id"], time.strftime("%Y%m%dT%H%M%S")))
+        install_release(HERE, manifest, release_dir, offline, args.index_url)
+        run_selftest(release_dir)
+        with open(os.path.join(release_dir, COMPLETE_MARK), "w") as f:
+            f.write(time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+        switch_current(prefix, release_dir)
+        done, release_dir = release_dir, None
+        prune_releases(releases, keep=args.keep, current=os.path.realpath(done))
+        if args.systemd:
+            install_systemd(args, prefix)
+        say("installed {} -> {}".format(os.path.join(prefix, "current"), done))
+        say("run it with: {}/current/venv/bin/ecgedge device run --bundle {}/current/bundle --input ...".format(prefix, prefix))
+        return 0
+    except InstallError as exc:
+        print("install: error: {}".format(exc), file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            print("install: error: no space left on device while writing under {}; free some "
+                  "space or choose another --prefix".format(prefix), file=sys.stderr, flush=True)
+        else:
+            print("install: error: {}".format(exc), file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("install: error: interrupted", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if release_dir is not None and os.path.exists(release_dir):
+            say("removing the unfinished release {}".format(release_dir))
+            shutil.rmtree(release_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""The on-device classifier: raw window -> spectrogram -> int8 model -> class probabilities.
+
+Everything comes from the bundle's manifest: the spectrogram, window and hop, classes and the
+input/output quantization. :class:`Classifier` handles one window at a time;
+:class:`StreamingClassifier` cuts windows from a stream of any length with a preallocated ring
+buffer; :class:`EpisodeTracker` merges consecutive windows into rhythm episodes and sums the
+time per class (e.g. AF burden).
+
+Windows that can not be classified (non-finite samples, a flat line, clipping, too short) get
+``label=None`` and a ``reason``; they never raise, so a stream goes on.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgedge.device.bundle import load_bundle
+from ecgedge.device.dsp import window_image, window_length
+from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.quant import dequantize, quantize
+
+# Quality limits of one window, calibrated on MIT-BIH (48 records, 10 s windows, MLII): the
+# longest run of equal samples is at most 10 in 99.9 % of windows, and samples sitting at the
+# window's extreme value in runs of 3 or more are at most 0.11 % in 99.9 % of windows.
+FLAT_RUN_FRACTION = 0.5  # a constant stretch longer than this part of the window: lead off
+CLIP_RUN = 3  # consecutive samples at the extreme value that count as a clipped plateau
+CLIP_FRACTION = 0.02  # more than this part of the window on clipped plateaus: clipping
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The classification of one window.
+
+    Attributes
+    ----------
+    t_start, t_end : float, seconds from the start of the input.
+    label : class name, or None when the window could not be classified.
+    probs : ndarray of shape (n_classes,), float32, in the bundle's class order; None with
+        label None.
+    latency_ms : wall time of quality check, DSP and inference, milliseconds.
+    reason : why label is None; None otherwise.
+    """
+
+    t_start: float
+    t_end: float
+    label: object
+    probs: object
+    latency_ms: float
+    reason: object = None
+
+    def to_json(self, classes):
+        """The ``device run`` JSON object of this window (probabilities rounded to 6 digits)."""
+        out = {
+            "t_start": round(self.t_start, 6),
+            "t_end": round(self.t_end, 6),
+            "label": self.label,
+            "probs": None if self.probs is None else {c: round(float(p), 6) for c, p in zip(classes, self.probs)},
+            "latency_ms": round(self.latency_ms, 3),
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        return out
+
+
+def _runs(mask):
+    """Lengths of the runs of True in a boolean array (ndarray of int)."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+
+
+def window_problem(window, expected_length):
+    """Why a raw window can not be classified, or None when it can.
+
+    Parameters
+    ----------
+    window : ndarray of shape (n,), float, any units.
+    expected_length : int, samples of a full window at the input rate.
+
+    Returns
+    -------
+    str or None -- one of "too short: ...", "non-finite samples: ...", "flat line (lead
+    off?): ...", "clipping: ...".
+    """
+    n = len(window)
+    if n < expected_length:
+        return f"too short: {n} of {expected_length} samples"
+    finite = np.isfinite(window)
+    if not finite.all():
+        return f"non-finite samples (NaN or inf): {n - int(finite.sum())} of {n}"
+    longest_flat = (_runs(np.diff(window) == 0).max(initial=0) + 1) if n > 1 else n
+    if longest_flat > FLAT_RUN_FRACTION * n:
+        return f"flat line (lead off?): {longest_flat} of {n} samples constant"
+    clipped = sum(
+        int(runs[runs >= CLIP_RUN].sum())
+        for runs in (_runs(window == window.max()), _runs(window == window.min()))
+    )
+    if clipped > CLIP_FRACTION * n:
+        return f"clipping: {clipped} of {n} samples on plateaus at the signal's extremes"
+    return None
+
+
+def _check_tensor(detail, expected_shape, manifest_part, what, model_path):
+    """Refuse a bundle whose model tensor disagrees with its manifest or spectrogram."""
+    shape = tuple(int(v) for v in detail["shape"])
+    if shape != tuple(expected_shape):
+        raise EcgEdgeError(
+            f"{model_path}: the model's {what} has shape {shape}, the manifest implies "
+            f"{tuple(expected_shape)}; the bundle is inconsistent, rebuild it"
+        )
+    dtype = np.dtype(detail["dtype"]).name
+    if dtype != manifest_part["dtype"]:
+        raise EcgEdgeError(
+            f"{model_path}: the model's {what} is {dtype}, the manifest says {manifest_part['dtype']}; "
+            "rebuild the bundle"
+        )
+
+
+class Classifier:
+    """Classify raw ECG windows with a bundle's model.
+
+    Parameters
+    ----------
+    bundle : Bundle (from ``load_bundle``) or a path to one.
+    edgetpu, cpu_fallback, num_threads : see ``interpreter.make_interpreter``.
+
+    Attributes
+    ----------
+    classes : list of str, the model's output order.
+    cfg : SpectrogramConfig of the model input.
+    window_s, hop_s : float, seconds.
+    info : dict, which interpreter module and delegate run the model.
+    """
+
+    def __init__(self, bundle, edgetpu=None, cpu_fallback=False, num_threads=None):
+        from ecgedge.device.interpreter import make_interpreter
+
+        self.bundle = load_bundle(bundle) if not hasattr(bundle, "manifest") else bundle
+        manifest = self.bundle.manifest
+        self.classes = self.bundle.classes
+        self.cfg = self.bundle.spectrogram
+        self.window_s = self.bundle.window_s
+        self.hop_s = self.bundle.hop_s
+        if abs(self.cfg.window_s - self.window_s) > 1e-9:
+            raise EcgEdgeError(
+                f"{self.bundle.path}: window_s {self.window_s} differs from the spectrogram's "
+                f"{self.cfg.window_s}; rebuild the bundle"
+            )
+        self.interpreter, self.info = make_interpreter(self.bundle.model_path, edgetpu, cpu_fallback, num_threads)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        _check_tensor(self._input, (1, *self.cfg.image_shape), manifest["input"], "input", self.bundle.model_path)
+        _check_tensor(self._output, (1, len(self.classes)), manifest["output"], "output", self.bundle.model_path)
+        self._in_q = (float(manifest["input"]["scale"]), int(manifest["input"]["zero_point"]))
+        self._out_q = (float(manifest["output"]["scale"]), int(manifest["output"]["zero_point"]))
+        self._in_dtype = np.dtype(manifest["input"]["dtype"])
+
+    def window_samples(self, fs):
+        """Samples of one window at the input rate ``fs`` (Hz)."""
+        return window_length(fs, self.cfg)
+
+    def model_input(self, image):
+        """Image (cfg.image_shape, float32) -> the model's input tensor (1, *image_shape).
+
+        Quantized with the manifest's input scale and zero point for integer models.
+        """
+        if self._in_dtype.kind in "iu":
+            return quantize(image, *self._in_q, dtype=self._in_dtype)[None]
+        return np.asarray(image, dtype=self._in_dtype)[None]
+
+    def invoke(self, model_input):
+        """Run the model on one input tensor; return its raw output row (n_classes,)."""
+        self.interpreter.set_tensor(self._input["index"], model_input)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"])[0].copy()
+
+    def probabilities(self, raw_output):
+        """Raw output row -> probabilities (n_classes,), float32 (dequantized for int8)."""
+        if np.dtype(raw_output.dtype).kind in "iu":
+            return dequantize(raw_output, *self._out_q)
+        return raw_output.astype(np.float32)
+
+    def classify_image(self, image):
+        """Probabilities (n_classes,), float32, of one model input image."""
+        return self.probabilities(self.invoke(self.model_input(image)))
+
+    def classify_window(self, window, fs, t_start=0.0):
+        """Classify one raw window.
+
+        Parameters
+        ----------
+        window : ndarray of shape (window_samples(fs),), float, any amplitude units.
+        fs : float, Hz, the window's sampling rate.
+        t_start : float, seconds, where the window starts in its input.
+
+        Returns
+        -------
+        WindowResult (label None with a reason when the window fails the quality checks).
+        """
+        began = time.perf_counter()
+        expected = self.window_samples(fs)
+        t_end = t_start + len(window) / fs
+        problem = window_problem(window, expected)
+        if problem is not None:
+            return WindowResult(t_start, t_end, None, None, (time.perf_counter() - began) * 1e3, problem)
+        probs = self.classify_image(window_image(window, fs, self.cfg))
+        label = self.classes[int(np.argmax(probs))]
+        return WindowResult(t_start, t_end, label, probs, (time.perf_counter() - began) * 1e3)
+
+    def classify_windows(self, windows, fs, starts_s=None):
+        """Classify the rows of ``windows`` (n, window_samples(fs)); return a list of WindowResult."""
+        starts_s = np.zeros(len(windows)) if starts_s is None else starts_s
+        return [self.classify_window(w, fs, float(s)) for w, s in zip(windows, starts_s)]
+
+
+class StreamingClassifier:
+    """One result per hop from a sample stream of any length, in constant memory.
+
+    The last ``window_samples(fs)`` samples live in a preallocated ring buffer; whenever the
+    stream has passed the end of the next window (``window + k * hop`` samples), that window
+    is copied out of the ring and classified. Results equal ``Classifier.classify_window`` on
+    the same slices of the whole signal.
+
+    Parameters
+    ----------
+    classifier : Classifier.
+    fs : float, Hz, the stream's sampling rate.
+    hop_s : float, seconds between window starts; default the bundle's hop_s.
+    """
+
+    def __init__(self, classifier, fs, hop_s=None):
+        self.classifier = classifier
+        self.fs = float(fs)
+        self.length = classifier.window_samples(self.fs)
+        hop_s = classifier.hop_s if hop_s is None else float(hop_s)
+        if not hop_s > 0:
+            raise EcgEdgeError(f"--hop must be > 0 seconds, got {hop_s}")
+        self.hop = max(int(round(hop_s * self.fs)), 1)
+        self._ring = np.zeros(self.length, dtype=np.float64)
+        self._window = np.zeros(self.length, dtype=np.float64)
+        self.n_seen = 0  # samples received so far
+        self.next_end = self.length  # stream position where the next window ends
+
+    def _write(self, samples):
+        """Append samples (at most ring length) to the ring buffer."""
+        pos = self.n_seen % self.length
+        first = min(len(samples), self.length - pos)
+        self._ring[pos:pos + first] = samples[:first]
+        self._ring[: len(samples) - first] = samples[first:]
+        self.n_seen += len(samples)
+
+    def _current_window(self):
+        """The last ``length`` samples in time order, copied into the preallocated window."""
+        pos = self.n_seen % self.length
+        self._window[: self.length - pos] = self._ring[pos:]
+        self._window[self.length - pos:] = self._ring[:pos]
+        return self._window
+
+    def push(self, chunk):
+        """Feed samples (ndarray (k,), float); yield a WindowResult for each window completed."""
+        chunk = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        done = 0
+        while done < len(chunk):
+            # Never more than one ring length at a time: older samples would be overwritten
+            # before the window that needs them is cut.
+            take = min(len(chunk) - done, self.next_end - self.n_seen, self.length)
+            self._write(chunk[done:done + take])
+            done += take
+            if self.n_seen == self.next_end:
+                t_start = (self.next_end - self.length) / self.fs
+                yield self.classifier.classify_window(self._current_window(), self.fs, t_start)
+                self.next_end += self.hop
+
+    def finish(self):
+        """At the stream's end: a "too short" result for samples no window covered, if any.
+
+        Returns a list of zero or one WindowResult.
+        """
+        start = max(self.next_end - self.length, 0)
+        n_tail = self.n_seen - start
+        last_end = self.next_end - self.hop if self.next_end > self.length else 0  # last window's end
+        if n_tail <= 0 or self.n_seen <= last_end:
+            return []
+        reason = f"too short: {n_tail} of {self.length} samples left at the end of the input"
+        return [WindowResult(start / self.fs, self.n_seen / self.fs, None, None, 0.0, reason)]
+
+
+@dataclass
+class Episode:
+    """Consecutive windows with the same label (None: unclassifiable), seconds."""
+
+    label: object
+    t_start: float
+    t_end: float
+    n_windows: int
+
+    def to_json(self):
+        return {"label": self.label, "t_start": round(self.t_start, 6), "t_end": round(self.t_end, 6),
+                "n_windows": self.n_windows}
+
+
+class EpisodeTracker:
+    """Merge consecutive window results into episodes and sum time per class.
+
+    Each window stands for the ``min(hop, window)`` seconds centred in it, so overlapping
+    windows tile time without double counting; an episode spans the time of its windows.
+
+    Parameters
+    ----------
+    classes : list of str.
+    window_s, hop_s : float, seconds.
+    """
+
+    def __init__(self, classes, window_s, hop_s):
+        self.classes = list(classes)
+        self.share = min(hop_s, window_s)
+        self.episodes = []
+
+    def add(self, result):
+        """Account one WindowResult (results must come in time order)."""
+        if result.reason is not None and result.reason.startswith("too short"):
+            return
+        centre = (result.t_start + result.t_end) / 2
+        start, end = centre - self.share / 2, centre + self.share / 2
+        last = self.episodes[-1] if self.episodes else None
+        if last is not None and last.label == result.label and start <= last.t_end + 1e-9:
+            last.t_end, last.n_windows = end, last.n_windows + 1
+        else:
+            self.episodes.append(Episode(result.label, start, end, 1))
+
+    def summary(self):
+        """Episodes, seconds per class and each class's share of classified time (burden).
+
+        Returns
+        -------
+        dict with ``episodes`` (list of dicts), ``time_s`` {class or "unclassified": s},
+        ``burden`` {class: fraction of classified time, 0..1}.
+        """
+        time_s = {c: 0.0 for c in self.classes}
+        time_s["unclassified"] = 0.0
+        for ep in self.episodes:
+            time_s[ep.label if ep.label is not None else "unclassified"] += ep.t_end - ep.t_start
+        classified = sum(time_s[c] for c in self.classes)
+        burden = {c: (time_s[c] / classified if classified else 0.0) for c in self.classes}
+        return {
+            "episodes": [ep.to_json() for ep in self.episodes],
+            "time_s": {k: round(v, 6) for k, v in time_s.items()},
+            "burden": {k: round(v, 6) for k, v in burden.items()},
+        }

@@ -1,0 +1,750 @@
+"""WFDB data layer: PhysioNet records -> labelled intervals -> raw windows -> images.
+
+The data root holds one folder per PhysioNet database (``$ECGEDGE_DATA/mitdb``). A task
+(:mod:`ecgedge.train.tasks`) says which databases, labels and windows to use.
+
+Windows are cut at the record's own sampling rate and lie entirely inside one labelled
+interval. When a task sets ``fs`` (databases of different rates), each raw window is resampled
+with the device's own :func:`ecgedge.device.dsp.to_model_rate`, so its image equals the one the
+device computes from the raw window. Images come from :func:`ecgedge.device.dsp.window_image`
+only.
+
+Computed windows (per record) and images are cached on disk, keyed by the SHA-256 of the task
+settings and of the content of every input file (header, signal, annotations), so a second run
+reads the cache and a changed setting or file recomputes. The cache lives in ``--cache``,
+``$ECGEDGE_CACHE`` or ``~/.cache/ecgedge/cache``.
+"""
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ecgedge.device.dsp import to_model_rate, window_image, window_length
+from ecgedge.device.errors import EcgEdgeError
+
+CACHE_VERSION = 1
+DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
+DEFAULT_CACHE = Path("~/.cache/ecgedge/cache")
+# Beat annotation symbols (wfdb's ``is_qrs`` codes): what an RR-interval baseline needs.
+BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?!")
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders
+
+
+def data_root(path=None):
+    """The folder of PhysioNet databases: ``path``, else ``$ECGEDGE_DATA``, else the default.
+
+    Returns
+    -------
+    Path, user-expanded; it need not exist (see :func:`database_dir`).
+    """
+    return Path(path or os.environ.get("ECGEDGE_DATA") or DEFAULT_DATA).expanduser()
+
+
+def cache_root(path=None):
+    """The cache folder: ``path``, else ``$ECGEDGE_CACHE``, else ``~/.cache/ecgedge/cache``."""
+    return Path(path or os.environ.get("ECGEDGE_CACHE") or DEFAULT_CACHE).expanduser()
+
+
+def database_dir(root, name):
+    """``root/name`` if it is a folder; EcgEdgeError saying how to get it otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EcgEdgeError(
+            f"data folder {root} does not exist; set ECGEDGE_DATA or --data to the folder "
+            "holding one sub-folder per PhysioNet database"
+        )
+    folder = root / name
+    if not folder.is_dir():
+        raise EcgEdgeError(
+            f"database folder {folder} does not exist; run 'ecgedge data download {name} "
+            f"--data {root}'"
+        )
+    return folder
+
+
+def list_records(db_dir):
+    """Record names of a WFDB database folder: its ``RECORDS`` file, else every ``*.hea``.
+
+    Returns
+    -------
+    list of str, e.g. ``["100", "101", ...]``; EcgEdgeError when there are none.
+    """
+    db_dir = Path(db_dir)
+    if not db_dir.is_dir():
+        raise EcgEdgeError(f"database folder {db_dir} does not exist")
+    listing = db_dir / "RECORDS"
+    if listing.is_file():
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    else:
+        names = sorted(p.stem for p in db_dir.glob("*.hea"))
+    if not names:
+        raise EcgEdgeError(f"{db_dir} holds no WFDB records (no RECORDS file and no .hea files)")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals and annotations
+
+
+@dataclass(frozen=True, eq=False)
+class Record:
+    """One lead of one WFDB record.
+
+    Attributes
+    ----------
+    name : record name, e.g. ``"201"``.
+    signal : ndarray of shape (n,), float64, physical units (mV for PhysioNet ECG).
+    fs : sampling rate, Hz.
+    lead : name of the chosen signal, e.g. ``"MLII"``.
+    """
+
+    name: str
+    signal: np.ndarray
+    fs: float
+    lead: str
+
+    @property
+    def n(self):
+        """Number of samples."""
+        return int(self.signal.size)
+
+
+class Annotations(NamedTuple):
+    """Annotations of one record: ``sample`` (n,) int64, ``symbol`` and ``aux`` (n,) str."""
+
+    sample: np.ndarray
+    symbol: np.ndarray
+    aux: np.ndarray
+
+
+class Interval(NamedTuple):
+    """Samples ``start <= t < stop`` of one record that carry ``label`` (e.g. ``"(AFIB"``)."""
+
+    start: int
+    stop: int
+    label: str
+
+
+def _wfdb_call(what, path, fn, *args, **kwargs):
+    """Run a wfdb reader; any failure becomes one EcgEdgeError line naming ``path``."""
+    try:
+        return fn(*args, **kwargs)
+    except EcgEdgeError:
+        raise
+    except Exception as exc:  # wfdb raises many types (ValueError, IndexError, OSError, ...)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EcgEdgeError(
+            f"can not read {what} {path} ({detail}); it may be truncated or corrupt: "
+            "download the database again"
+        ) from None
+
+
+def _check_record(db_dir, record):
+    header = Path(db_dir) / f"{record}.hea"
+    if not header.is_file():
+        raise EcgEdgeError(
+            f"unknown record {record!r}: {header} does not exist; "
+            f"'ecgedge data summary' lists the records of a task"
+        )
+    return header
+
+
+def read_header(db_dir, record):
+    """The wfdb header (``wfdb.Record`` without signals) of ``db_dir/record``."""
+    import wfdb
+
+    header = _check_record(db_dir, record)
+    return _wfdb_call("header", header, wfdb.rdheader, str(Path(db_dir) / record))
+
+
+def choose_lead(names, leads, fallback="first", where="record"):
+    """Index of the signal to use: the first of ``leads`` present, else the fallback.
+
+    Parameters
+    ----------
+    names : list of str, the record's signal names (``sig_name``).
+    leads : preference list, e.g. ``("MLII",)``.
+    fallback : ``"first"`` takes signal 0 when no preferred lead is present; ``"none"``
+        raises EcgEdgeError instead.
+    """
+    for lead in leads:
+        if lead in names:
+            return names.index(lead)
+    if fallback == "first" and names:
+        return 0
+    raise EcgEdgeError(
+        f"{where} has leads {list(names)}, none of {list(leads)}; add one of its leads to the "
+        "task's leads or set lead_fallback = \"first\""
+    )
+
+
+def read_record(db_dir, record, leads=("MLII",), fallback="first"):
+    """Read one lead of a WFDB record.
+
+    Parameters
+    ----------
+    db_dir : folder of the database.
+    record : record name, e.g. ``"201"``.
+    leads, fallback : see :func:`choose_lead`.
+
+    Returns
+    -------
+    Record, signal float64 in physical units at the record's own rate.
+    """
+    import wfdb
+
+    header = read_header(db_dir, record)
+    names = list(header.sig_name or [])
+    channel = choose_lead(names, leads, fallback, where=f"record {Path(db_dir) / record}")
+    data_file = Path(db_dir) / (header.file_name[channel] if header.file_name else f"{record}.dat")
+    rec = _wfdb_call(
+        "signal file", data_file, wfdb.rdrecord, str(Path(db_dir) / record), channels=[channel]
+    )
+    signal = np.asarray(rec.p_signal[:, 0], dtype=np.float64)
+    if signal.size == 0 or not np.isfinite(signal).any():
+        raise EcgEdgeError(f"signal file {data_file} holds no samples for lead {names[channel]}")
+    # Gaps (NaN in wfdb's physical signal) become 0: flat, and standardised away per window.
+    return Record(record, np.nan_to_num(signal), float(header.fs), names[channel])
+
+
+def read_annotations(db_dir, record, annotator="atr"):
+    """All annotations of ``db_dir/record.<annotator>``.
+
+    Returns
+    -------
+    Annotations: sample int64 (n,), symbol str (n,), aux str (n,) with NUL padding removed.
+    """
+    import wfdb
+
+    _check_record(db_dir, record)
+    path = Path(db_dir) / f"{record}.{annotator}"
+    if not path.is_file():
+        raise EcgEdgeError(f"annotation file {path} does not exist; check the task's annotator")
+    ann = _wfdb_call("annotation file", path, wfdb.rdann, str(Path(db_dir) / record), annotator)
+    n = len(ann.sample)
+    aux = [(a or "").replace("\x00", "").strip() for a in (ann.aux_note or [""] * n)]
+    return Annotations(
+        np.asarray(ann.sample, dtype=np.int64),
+        np.asarray(ann.symbol, dtype=str).reshape(n),
+        np.asarray(aux, dtype=str).reshape(n),
+    )
+
+
+def read_beats(db_dir, record, annotator="atr"):
+    """Beat annotations of a record, for RR-interval features.
+
+    Returns
+    -------
+    samples : ndarray of shape (n_beats,), int64, sample index at the record's rate.
+    symbols : ndarray of shape (n_beats,), str, beat type (``N``, ``V``, ``A``, ...).
+    """
+    ann = read_annotations(db_dir, record, annotator)
+    beat = np.isin(ann.symbol, sorted(BEAT_SYMBOLS))
+    return ann.sample[beat], ann.symbol[beat]
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled intervals
+
+
+def _merge_runs(intervals):
+    """Join intervals with the same label that touch or overlap (sorted by start)."""
+    merged = []
+    for iv in sorted(intervals):
+        if merged and merged[-1].label == iv.label and iv.start <= merged[-1].stop:
+            last = merged.pop()
+            iv = Interval(last.start, max(last.stop, iv.stop), iv.label)
+        merged.append(iv)
+    return merged
+
+
+def rhythm_intervals(ann, n_samples):
+    """Rhythm intervals from rhythm-change annotations (symbol ``+``, aux ``(LABEL``).
+
+    Each rhythm runs from its annotation to the next rhythm change, or to the record's end;
+    time before the first change has no label. Consecutive equal rhythms are joined.
+
+    Parameters
+    ----------
+    ann : Annotations.
+    n_samples : int, length of the record in samples.
+
+    Returns
+    -------
+    list of Interval in samples, sorted.
+    """
+    change = (ann.symbol == "+") & np.char.startswith(ann.aux.astype(str), "(")
+    starts = ann.sample[change]
+    labels = ann.aux[change]
+    stops = np.append(starts[1:], n_samples)
+    intervals = [
+        Interval(int(a), int(min(b, n_samples)), str(label))
+        for a, b, label in zip(starts, stops, labels)
+        if a < min(b, n_samples)
+    ]
+    return _merge_runs(intervals)
+
+
+def episode_intervals(ann, n_samples, symbol="s", prefix="(ST"):
+    """Episodes opened by aux ``(ST0-`` and closed by ``ST0-)`` (annotations of ``symbol``).
+
+    An opening note ``prefix + rest`` starts an episode that the note ``prefix[1:] + rest +
+    ")"`` ends; a closing note that matches no open episode exactly ends the oldest open one of
+    the same lead (``ST0...)`` ends ``(ST0...``). Episodes never closed run to the record's end;
+    overlapping episodes (e.g. on two leads) are joined. Each episode is labelled ``prefix``.
+
+    Returns
+    -------
+    list of Interval in samples, sorted, label ``prefix``.
+    """
+    body = prefix[1:]
+    lead = re.compile(re.escape(body) + r"\d*")
+    is_ours = ann.symbol == symbol
+    open_at = {}
+    episodes = []
+    for t, note in zip(ann.sample[is_ours], ann.aux[is_ours]):
+        note = str(note)
+        if note.startswith(prefix):
+            open_at.setdefault(note[1:], int(t))
+        elif note.startswith(body) and note.endswith(")"):
+            key = note[:-1]
+            if key not in open_at:
+                same_lead = lead.match(note).group(0)
+                key = next((k for k in open_at if lead.match(k).group(0) == same_lead), None)
+            if key is not None:
+                episodes.append(Interval(open_at.pop(key), int(t), prefix))
+    episodes += [Interval(t, n_samples, prefix) for t in open_at.values()]
+    return _merge_runs([iv for iv in episodes if iv.start < iv.stop])
+
+
+def labelled_intervals(db, db_dir, record, n_samples):
+    """Labelled intervals of one record as database ``db`` (DatabaseSpec) defines them."""
+    if db.labels == "record":
+        return [Interval(0, int(n_samples), db.record_label)]
+    ann = read_annotations(db_dir, record, db.annotator)
+    if db.labels == "episode":
+        return episode_intervals(ann, n_samples, db.episode_symbol, db.episode_prefix)
+    return rhythm_intervals(ann, n_samples)
+
+
+def window_starts(interval, length, hop):
+    """Start samples of the windows of ``length`` samples, ``hop`` apart, inside ``interval``.
+
+    Returns
+    -------
+    ndarray of shape (k,), int64: ``interval.start + hop * i`` with ``start + length <= stop``.
+    """
+    k = (interval.stop - interval.start - length) // hop + 1
+    return interval.start + hop * np.arange(max(int(k), 0), dtype=np.int64)
+
+
+def cut_windows(signal, intervals, length, hop, labels):
+    """Windows of ``signal`` lying entirely inside one interval whose label is in ``labels``.
+
+    Parameters
+    ----------
+    signal : ndarray of shape (n,), float.
+    intervals : list of Interval.
+    length, hop : int, samples.
+    labels : container of the labels to keep.
+
+    Returns
+    -------
+    x : ndarray of shape (k, length), float32.
+    starts : ndarray of shape (k,), int64, samples.
+    label : ndarray of shape (k,), str.
+    """
+    starts, label = [], []
+    for iv in intervals:
+        if iv.label in labels:
+            s = window_starts(iv, length, hop)
+            starts.append(s)
+            label += [iv.label] * s.size
+    starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    x = np.empty((starts.size, length), dtype=np.float32)
+    for i, s in enumerate(starts):
+        x[i] = signal[s:s + length]
+    return x, starts, np.asarray(label, dtype=str).reshape(starts.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows of a task
+
+
+@dataclass(frozen=True, eq=False)
+class Windows:
+    """Labelled raw windows of a task.
+
+    Attributes
+    ----------
+    x : ndarray of shape (n, window_len), float32, physical units at ``fs``.
+    fs : sampling rate of ``x``, Hz.
+    y : ndarray of shape (n,), int64, index into ``class_names``.
+    record : ndarray of shape (n,), str, ``"<database>/<record>"``, e.g. ``"mitdb/201"``.
+    patient : ndarray of shape (n,), str, e.g. ``"mitdb/201+202"``.
+    start_s : ndarray of shape (n,), float64, window start in the record, seconds.
+    label : ndarray of shape (n,), str, the annotation label, e.g. ``"(AFIB"``.
+    class_names : tuple of str, model output order.
+    """
+
+    x: np.ndarray
+    fs: float
+    y: np.ndarray
+    record: np.ndarray
+    patient: np.ndarray
+    start_s: np.ndarray
+    label: np.ndarray
+    class_names: tuple
+
+    def __len__(self):
+        return int(self.y.size)
+
+    def subset(self, index):
+        """Windows at ``index`` (int array or boolean mask), same ``fs`` and classes."""
+        pick = {k: getattr(self, k)[index] for k in ("x", "y", "record", "patient", "start_s", "label")}
+        return replace(self, **pick)
+
+
+class FileDigests:
+    """SHA-256 of file contents, remembered by (path, size, mtime) in ``cache/file-sha256.json``.
+
+    Content hashing is what makes the cache correct (a rewritten file with the same size and
+    time is still noticed when its timestamp changes); the memo keeps repeat runs fast.
+    """
+
+    def __init__(self, cache_dir):
+        self.path = Path(cache_dir) / "file-sha256.json"
+        try:
+            self.memo = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.memo = {}
+        self.changed = False
+
+    def __call__(self, path):
+        path = Path(path).resolve()
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = self.memo.get(str(path))
+        if entry and entry[:2] == stamp:
+            return entry[2]
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.memo[str(path)] = stamp + [digest.hexdigest()]
+        self.changed = True
+        return digest.hexdigest()
+
+    def save(self):
+        if self.changed:
+            _atomic_write_text(self.path, json.dumps(self.memo))
+            self.changed = False
+
+
+def _atomic_write_text(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def record_files(db, db_dir, record):
+    """Input files of one record for database ``db``: header, signal files, annotations."""
+    header = read_header(db_dir, record)
+    files = [Path(db_dir) / f"{record}.hea"]
+    files += [Path(db_dir) / name for name in sorted(set(header.file_name or []))]
+    if db.labels != "record":
+        files.append(Path(db_dir) / f"{record}.{db.annotator}")
+    for path in files:
+        if not path.is_file():
+            raise EcgEdgeError(f"record {record} needs {path}, which does not exist")
+    return files
+
+
+def _window_settings(task):
+    """The task settings that decide windows (not the spectrogram, name or description)."""
+    d = task.to_dict()
+    return {k: v for k, v in d.items() if k not in ("spectrogram", "name", "description")}
+
+
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _record_key(task, db, db_dir, record, digests):
+    files = {p.name: digests(p) for p in record_files(db, db_dir, record)}
+    return _digest({"v": CACHE_VERSION, "task": _window_settings(task), "db": db.name,
+                    "record": record, "files": files})
+
+
+def _compute_record_windows(task, db, db_dir, record):
+    """Raw windows of one record: dict of x (k, L) float32, fs, start_s (k,), label (k,)."""
+    rec = read_record(db_dir, record, task.leads_for(db), task.lead_fallback)
+    intervals = labelled_intervals(db, db_dir, record, rec.n)
+    length = int(round(task.window_s * rec.fs))
+    hop = max(int(round(task.hop_s * rec.fs)), 1)
+    x, starts, label = cut_windows(rec.signal, intervals, length, hop, task.labels_for(db))
+    fs = rec.fs
+    if task.fs and task.fs != rec.fs:
+        # Resample each window exactly as the device would resample its raw window.
+        target = replace(task.spectrogram, fs=task.fs)
+        x = np.stack([to_model_rate(w, rec.fs, target) for w in x]).astype(np.float32) if len(x) \
+            else np.zeros((0, window_length(task.fs, target)), dtype=np.float32)
+        fs = task.fs
+    return {"x": x, "fs": np.float64(fs), "start_s": starts / rec.fs, "label": label}
+
+
+def _record_windows(task, db, db_dir, record, cache_dir, digests):
+    """Windows of one record, from the cache when its key matches, else computed and cached."""
+    path = Path(cache_dir) / "windows" / f"{_record_key(task, db, db_dir, record, digests)}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arrays = _compute_record_windows(task, db, db_dir, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+def task_records(task, data_dir=None, records=None):
+    """``[(DatabaseSpec, db_dir, record)]`` of a task, optionally only ``records``.
+
+    ``records`` names records as ``"mitdb/201"`` or, when one database has it, ``"201"``.
+    """
+    root = data_root(data_dir)
+    available = []
+    for db in task.databases:
+        db_dir = database_dir(root, db.name)
+        names = db.records or list_records(db_dir)
+        available += [(db, db_dir, r) for r in names if r not in db.exclude]
+    if records is None:
+        return available
+    return [_find_record(name, available, task) for name in records]
+
+
+def _find_record(name, available, task):
+    db_name, _, rec = str(name).rpartition("/")
+    hits = [a for a in available if a[2] == rec and db_name in ("", a[0].name)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise EcgEdgeError(
+            f"unknown record {name!r} in task {task.name} (databases "
+            f"{', '.join(db.name for db in task.databases)}); give a record listed in RECORDS"
+        )
+    raise EcgEdgeError(f"record {name!r} is in several databases; write it as DATABASE/{rec}")
+
+
+def load_windows(task, data_dir=None, records=None, progress=True, cache_dir=None):
+    """The labelled raw windows of a task, from the disk cache when up to date.
+
+    Parameters
+    ----------
+    task : Task.
+    data_dir : data root (folder of database folders); default ``$ECGEDGE_DATA``.
+    records : list of record names (``"mitdb/201"`` or ``"201"``); default every record.
+    progress : show a tqdm bar on stderr.
+    cache_dir : cache folder; default ``$ECGEDGE_CACHE`` or ``~/.cache/ecgedge/cache``.
+
+    Returns
+    -------
+    Windows (see its attributes), windows in record order then time order.
+    """
+    from tqdm import tqdm
+
+    chosen = task_records(task, data_dir, records)
+    cache_dir = cache_root(cache_dir)
+    digests = FileDigests(cache_dir)
+    parts = []
+    try:
+        for db, db_dir, rec in tqdm(chosen, desc=f"windows {task.name}", unit="record",
+                                    disable=not progress):
+            arrays = _record_windows(task, db, db_dir, rec, cache_dir, digests)
+            parts.append((db, rec, arrays))
+    finally:
+        digests.save()
+    return _assemble(task, parts)
+
+
+def _assemble(task, parts):
+    """One Windows from per-record arrays; EcgEdgeError on mixed rates or no windows at all."""
+    rates = sorted({float(a["fs"]) for _, _, a in parts})
+    if len(rates) > 1:
+        raise EcgEdgeError(
+            f"task {task.name} reads records at {rates} Hz; set fs = <Hz> in the task so that "
+            "every window is resampled to one rate"
+        )
+    classes = task.label_map
+    n = sum(len(a["label"]) for _, _, a in parts)
+    if n == 0:
+        names = ", ".join(f"{db.name}/{rec}" for db, rec, _ in parts[:5])
+        raise EcgEdgeError(
+            f"task {task.name} gives no windows from records {names}{'...' if len(parts) > 5 else ''}: "
+            f"no interval labelled {sorted(classes)} is {task.window_s} s long"
+        )
+    label = np.concatenate([a["label"] for _, _, a in parts]).astype(str)
+    index = {name: i for i, name in enumerate(task.class_names)}
+    return Windows(
+        x=np.concatenate([a["x"] for _, _, a in parts]).astype(np.float32, copy=False),
+        fs=rates[0],
+        y=np.array([index[classes[lb]] for lb in label], dtype=np.int64),
+        record=np.concatenate([[f"{db.name}/{rec}"] * len(a["label"]) for db, rec, a in parts]).astype(str),
+        patient=np.concatenate([[db.patient_of(rec)] * len(a["label"]) for db, rec, a in parts]).astype(str),
+        start_s=np.concatenate([a["start_s"] for _, _, a in parts]).astype(np.float64),
+        label=label,
+        class_names=tuple(task.class_names),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def _images_key(windows, cfg):
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(windows.x).tobytes())
+    digest.update(json.dumps({"v": CACHE_VERSION, "fs": windows.fs, "cfg": cfg.to_dict()},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def window_images(windows, cfg, progress=True, cache_dir=None):
+    """Model input images of every window, through :func:`ecgedge.device.dsp.window_image`.
+
+    Parameters
+    ----------
+    windows : Windows.
+    cfg : SpectrogramConfig (its ``window_s`` must match the windows).
+    progress : show a tqdm bar on stderr.
+    cache_dir : cache folder; default ``$ECGEDGE_CACHE`` or ``~/.cache/ecgedge/cache``.
+
+    Returns
+    -------
+    ndarray of shape (n, *cfg.image_shape), float32, natural-log magnitude; a read-only
+    memory map of the cached ``.npy`` file.
+    """
+    from tqdm import tqdm
+
+    cfg.validate()
+    expected = window_length(windows.fs, cfg)
+    if windows.x.shape[1:] != (expected,):
+        raise EcgEdgeError(
+            f"windows have {windows.x.shape[1:]} samples at {windows.fs} Hz, but a "
+            f"{cfg.window_s} s spectrogram window needs {expected}; use the task's spectrogram"
+        )
+    path = cache_root(cache_dir) / "images" / f"{_images_key(windows, cfg)}.npy"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(len(windows), *cfg.image_shape))
+        for i in tqdm(range(len(windows)), desc="images", unit="window", disable=not progress):
+            out[i] = window_image(windows.x[i], windows.fs, cfg)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+# ---------------------------------------------------------------------------------------------
+# One window, for plots
+
+
+class WindowView(NamedTuple):
+    """One raw window of a record, with its label.
+
+    ``x`` (window_len,) float32 physical units at ``fs`` Hz; ``record`` ``"db/record"``;
+    ``start_s`` seconds; ``lead``; ``label`` the interval's annotation label (``"mixed"`` when
+    the window crosses a change, ``"unlabelled"`` when any of it lies outside every interval); ``class_name`` the
+    task class of that label, or None.
+    """
+
+    record: str
+    start_s: float
+    x: np.ndarray
+    fs: float
+    lead: str
+    label: str
+    class_name: object
+
+
+def window_at(task, record, at_s, data_dir=None):
+    """The window of ``record`` starting at ``at_s`` seconds, labelled as the task labels it.
+
+    Returns
+    -------
+    WindowView; EcgEdgeError when the window does not fit inside the record.
+    """
+    db, db_dir, name = task_records(task, data_dir, [record])[0]
+    rec = read_record(db_dir, name, task.leads_for(db), task.lead_fallback)
+    length = window_length(rec.fs, task.spectrogram)
+    start = int(round(at_s * rec.fs))
+    if not 0 <= start <= rec.n - length:
+        raise EcgEdgeError(
+            f"--at {at_s} s: a {task.window_s} s window must start between 0 and "
+            f"{(rec.n - length) / rec.fs:.1f} s in record {record}"
+        )
+    touching = [iv for iv in labelled_intervals(db, db_dir, name, rec.n)
+                if iv.start < start + length and start < iv.stop]
+    if len(touching) > 1:
+        label = "mixed"
+    elif touching and touching[0].start <= start and start + length <= touching[0].stop:
+        label = touching[0].label
+    else:
+        label = "unlabelled"
+    x = rec.signal[start:start + length].astype(np.float32)
+    return WindowView(f"{db.name}/{name}", start / rec.fs, x, rec.fs, rec.lead, label,
+                      task.labels_for(db).get(label))
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def covered_seconds(starts, window_s):
+    """Seconds covered by the union of windows ``[s, s + window_s)`` (starts in seconds)."""
+    s = np.sort(np.asarray(starts, dtype=np.float64))
+    if s.size == 0:
+        return 0.0
+    return float(np.minimum(np.diff(s), window_s).sum() + window_s)
+
+
+def summarize(windows, task, per_record=False):
+    """Per class: windows, minutes covered by them, records that have any.
+
+    Returns
+    -------
+    dict ``{"task", "window_s", "classes": {NAME: {"windows": int, "minutes": float,
+    "records": int}}}``, plus ``"per_record": {record: {NAME: windows}}`` when asked.
+    """
+    classes = {}
+    for i, name in enumerate(task.class_names):
+        mine = windows.y == i
+        seconds = sum(
+            covered_seconds(windows.start_s[mine & (windows.record == r)], task.window_s)
+            for r in np.unique(windows.record[mine])
+        )
+        classes[name] = {
+            "windows": int(mine.sum()),
+            "minutes": round(seconds / 60.0, 2),
+            "records": int(np.unique(windows.record[mine]).size),
+        }
+    out = {"task": task.name, "window_s": float(task.window_s), "classes": classes}
+    if per_record:
+        out["per_record"] = {
+            r: {name: int(((windows.record == r) & (windows.y == i)).sum())
+                for i, name in enumerate(task.class_names)}
+            for r in np.unique(windows.record)
+        }
+    return out

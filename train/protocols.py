@@ -1,0 +1,232 @@
+"""The two evaluation protocols and the fixed patient split of the deployable model.
+
+``paper``
+    As Salem et al. (2018): a class-balanced subset of about 7000 windows, stratified 10-fold
+    cross-validation at the window level. Windows of one patient land in training and test
+    folds alike, so the number flatters; it is kept to compare with the paper's 97.23 %.
+``records``
+    Grouped cross-validation by patient (``StratifiedGroupKFold``) over all windows: no patient
+    is ever on both sides of a fold. This is the honest number.
+
+Every fold also holds out a validation part of its training side (windows for ``paper``,
+patients for ``records``) for early stopping, so the test side is never looked at while
+training. All splits are pure functions of the labels, groups and seed.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgedge.device.errors import EcgEdgeError
+
+PROTOCOLS = ("paper", "records")
+PAPER_N_WINDOWS = 7000
+DEFAULT_FOLDS = {"paper": 10, "records": 5}
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Positions (into the protocol's window set) of one fold's train, validation and test parts.
+
+    Attributes
+    ----------
+    index : fold number, 0-based.
+    train, val, test : ndarray of int64 positions, sorted, pairwise disjoint.
+    """
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def check_protocol(protocol):
+    """Return ``protocol`` if it is known; EcgEdgeError listing the known ones otherwise."""
+    if protocol not in PROTOCOLS:
+        raise EcgEdgeError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return protocol
+
+
+def paper_subset(y, n_windows=PAPER_N_WINDOWS, seed=0):
+    """Positions of the paper's class-balanced subset: ``n_windows // n_classes`` windows per class.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int class indices.
+    n_windows : total wanted; a class with fewer windows contributes all it has.
+    seed : int.
+
+    Returns
+    -------
+    ndarray of int64 positions into ``y``, sorted.
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    per_class = max(1, int(n_windows) // max(1, len(classes)))
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(y == c), size=min(per_class, int(np.sum(y == c))), replace=False)
+        for c in classes
+    ]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def _stratified_holdout(positions, y, fraction, seed):
+    """Split ``positions`` into (kept, held out) with about ``fraction`` of each class held out."""
+    if fraction <= 0 or len(positions) == 0:
+        return np.sort(positions), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(y[positions]):
+        members = positions[y[positions] == c]
+        k = int(round(fraction * len(members)))
+        if len(members) > 1:
+            held.append(rng.choice(members, size=max(1, min(k, len(members) - 1)), replace=False))
+    held = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(positions, held), held
+
+
+def paper_folds(y, n_folds=10, seed=0, val_fraction=0.1):
+    """Stratified K-fold at the window level, with a stratified validation part of each training side.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int class indices (usually of :func:`paper_subset`).
+    n_folds : int >= 2.
+    seed : int.
+    val_fraction : part of each training side held out for early stopping.
+
+    Returns
+    -------
+    list of Fold.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y)
+    _check_n_folds(n_folds, np.min(np.bincount(y)[np.unique(y)]), "windows of the smallest class")
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = []
+    for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        train, val = _stratified_holdout(train.astype(np.int64), y, val_fraction, seed + 1000 + k)
+        folds.append(Fold(k, train, val, np.sort(test).astype(np.int64)))
+    return folds
+
+
+def records_folds(y, groups, n_folds=5, seed=0, val_fraction=0.15):
+    """Stratified K-fold grouped by patient, with validation patients held out of each training side.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int class indices.
+    groups : ndarray of shape (n,), patient id of each window.
+    n_folds : int, 2 <= n_folds <= number of patients.
+    seed : int.
+    val_fraction : part of each training side's windows (whole patients) held out for early stopping.
+
+    Returns
+    -------
+    list of Fold; no patient appears in two parts of a fold.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y, groups = np.asarray(y), np.asarray(groups)
+    _check_n_folds(n_folds, len(np.unique(groups)), "patients")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = []
+    for k, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+        parts = split_patients(y[train], groups[train], (1 - val_fraction, val_fraction), seed + 1000 + k)
+        if len(parts[0]) == 0 or len(parts[1]) == 0:
+            raise EcgEdgeError(
+                f"fold {k} has {len(np.unique(groups[train]))} training patients, too few to hold "
+                "out validation patients for early stopping; use more records or fewer folds"
+            )
+        folds.append(Fold(k, np.sort(train[parts[0]]), np.sort(train[parts[1]]), np.sort(test).astype(np.int64)))
+    return folds
+
+
+def _check_n_folds(n_folds, n_units, what):
+    if not 2 <= n_folds <= n_units:
+        raise EcgEdgeError(f"folds must be between 2 and the {n_units} {what}, got {n_folds}")
+
+
+def _assign_patients(order, patient_classes, patient_sizes, targets, n_classes):
+    """Greedy assignment of patients (in ``order``) to parts; returns part index per patient.
+
+    A patient goes to the part that lacks its rarest class and wants the most windows; if every
+    part already has that class, to the part furthest below its target size.
+    """
+    n_parts = len(targets)
+    has = np.zeros((n_parts, n_classes), dtype=bool)
+    size = np.zeros(n_parts)
+    part_of = np.empty(len(order), dtype=np.int64)
+    for p in order:
+        deficit = targets - size
+        rare = patient_classes[p]
+        lacking = [s for s in range(n_parts) if targets[s] > 0 and rare is not None and not has[s, rare]]
+        candidates = lacking or [s for s in range(n_parts) if targets[s] > 0]
+        part = max(candidates, key=lambda s: deficit[s])
+        part_of[p] = part
+        has[part] |= patient_sizes[p][1]
+        size[part] += patient_sizes[p][0]
+    return part_of, has, size
+
+
+def split_patients(y, groups, fractions=SPLIT_FRACTIONS, seed=0, n_tries=200):
+    """Seeded split of patients into parts of about ``fractions`` of the windows, each with every class.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int class indices.
+    groups : ndarray of shape (n,), patient id of each window.
+    fractions : part sizes (fractions of windows), summing to 1; e.g. (train, val, test).
+    seed : int.
+    n_tries : random patient orders tried; the split that misses the fewest (part, class) pairs,
+        then deviates least from ``fractions``, wins.
+
+    Returns
+    -------
+    tuple of ndarrays of int64 positions into ``y``, one per part, sorted; together they cover
+    every window and no patient is in two parts.
+    """
+    y, groups = np.asarray(y), np.asarray(groups)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise EcgEdgeError(f"split fractions must be >= 0 and sum to 1, got {fractions.tolist()}")
+    patients, inverse = np.unique(groups, return_inverse=True)
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    counts = np.zeros((len(patients), n_classes), dtype=np.int64)
+    np.add.at(counts, (inverse, y), 1)
+    class_totals = counts.sum(axis=0)
+    # A patient is placed by its rarest class (over the whole set), so rare classes spread first.
+    rarest = [
+        int(np.flatnonzero(row)[np.argmin(class_totals[row > 0])]) if row.any() else None for row in counts
+    ]
+    sizes = [(row.sum(), row > 0) for row in counts]
+    targets = fractions * len(y)
+    wanted = (targets[:, None] > 0) & (class_totals[None, :] > 0)
+    rarity = np.array([class_totals[r] if r is not None else np.inf for r in rarest])
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(n_tries):
+        order = rng.permutation(len(patients))
+        order = order[np.argsort(rarity[order], kind="stable")]
+        part_of, has, size = _assign_patients(order, rarest, sizes, targets, n_classes)
+        score = (int(np.sum(wanted & ~has)), float(np.abs(size - targets).sum()))
+        if best is None or score < best[0]:
+            best = (score, part_of)
+    part_of = best[1][inverse]
+    return tuple(np.flatnonzero(part_of == s).astype(np.int64) for s in range(len(fractions)))
+
+
+def make_folds(protocol, y, groups, n_folds=None, seed=0):
+    """Folds of ``protocol`` ("paper" or "records") over windows with labels ``y`` and patients ``groups``.
+
+    ``n_folds`` defaults to 10 (paper) or 5 (records). For "paper", ``y`` should already be the
+    balanced subset (:func:`paper_subset`).
+    """
+    check_protocol(protocol)
+    n_folds = n_folds or DEFAULT_FOLDS[protocol]
+    if protocol == "paper":
+        return paper_folds(y, n_folds, seed)
+    return records_folds(y, groups, n_folds, seed)
