@@ -3,7 +3,8 @@
 Runs ``device/pi/arm64_proof.py``: builds (or reuses) the arm64 Debian bookworm root filesystem,
 packs the bundle for linux-aarch64 / Python 3.11 with every wheel, installs it inside the root
 filesystem with no network, runs the self-test and ``device eval`` on a real MIT-BIH record
-there and on this host, and requires identical per-window labels.
+there and on this host, and requires every window's probabilities to agree within four int8
+output steps and its label to be equal except at near ties.
 
 The bundle is $ECGEDGE_BUNDLE when set (the real mitdb bundle), else conftest's tiny int8
 bundle, whose 2 s windows exercise the same code on the same record.
@@ -55,7 +56,11 @@ def test_arm64_offline_install_selftest_and_eval(tiny_bundles, mitdb_dir, tmp_pa
     assert any(r.startswith("ai-edge-litert==") for r in result["pack"]["requirements"])
     arm, x86 = result["eval"]["arm64"], result["eval"]["x86_64"]
     assert arm["n_windows"] == x86["n_windows"] > 0
-    assert arm["confusion"] == x86["confusion"] and arm["accuracy"] == x86["accuracy"]
-    assert result["labels"]["windows"] > 0
-    assert result["labels"]["differ"] == 0 and result["labels"]["missing"] == 0
-    assert result["identical"] and result["ok"]
+    labels = result["labels"]
+    assert labels["windows"] >= x86["n_windows"] > 0
+    assert labels["missing"] == 0 and labels["differ_beyond_ties"] == 0
+    assert labels["max_abs_prob_diff"] <= labels["tolerance"] == 4 / 256  # int8 output scale 1/256
+    # Labels may differ only at near ties; the confusion matrices then differ by those windows.
+    moved = sum(abs(a - b) for ra, rb in zip(arm["confusion"], x86["confusion"]) for a, b in zip(ra, rb))
+    assert moved <= 2 * labels["differ"]
+    assert result["ok"]
