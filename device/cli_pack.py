@@ -99,7 +99,7 @@ def _installed_release():
 def selftest(ctx, bundle, windows, as_json):
     """Classify the windows stored in the pack and compare with the results recorded at pack time.
 
-    Exit 0 when every label and probability matches (within four int8 output steps), 1 when
+    Exit 0 when every label and probability matches (within 16 int8 output steps), 1 when
     not, 2 for a missing or mismatched bundle or windows file.
     """
     from ecgedge.device.pack import run_selftest

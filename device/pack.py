@@ -252,16 +252,17 @@ def record_selftest(bundle, path, n_windows=SELFTEST_WINDOWS, fs=SELFTEST_FS, se
 
 
 def probability_tolerance(bundle):
-    """How far a probability may move between machines: 4 output steps for int8, else 1e-3.
+    """How far a probability may move between machines: 16 output steps for int8, else 1e-3.
 
     Different CPUs run different kernels (NEON vs AVX, FMA) for the FFT and the model, so a
-    spectrogram pixel can round to the neighbouring int8 value and an int8 output can land a
-    few quantization steps away: arm64 under qemu vs x86_64 differed by up to 3 steps (1/256
-    each) on 902 MIT-BIH windows. A broken runtime (wrong DSP, scale or zero point) moves
-    probabilities by far more than that.
+    spectrogram pixel can round to the neighbouring int8 value and the difference grows through
+    the network's layers: arm64 under qemu vs x86_64 differed by up to 3 output steps (1/256
+    each) with a small test model and by up to 7 with the 28-layer MobileNet of the demo
+    bundle, labels equal. A broken runtime (wrong DSP, scale or zero point) moves
+    probabilities by far more than 16 steps and changes labels.
     """
     scale = float(bundle.manifest.get("output", {}).get("scale") or 0.0)
-    return max(4.0 * scale, 1e-3)
+    return max(16.0 * scale, 1e-3)
 
 
 def run_selftest(bundle_dir, windows_path):

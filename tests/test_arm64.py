@@ -3,7 +3,7 @@
 Runs ``device/pi/arm64_proof.py``: builds (or reuses) the arm64 Debian bookworm root filesystem,
 packs the bundle for linux-aarch64 / Python 3.11 with every wheel, installs it inside the root
 filesystem with no network, runs the self-test and ``device eval`` on a real MIT-BIH record
-there and on this host, and requires every window's probabilities to agree within four int8
+there and on this host, and requires every window's probabilities to agree within 16 int8
 output steps and its label to be equal except at near ties.
 
 The bundle is $ECGEDGE_BUNDLE when set (the real mitdb bundle), else conftest's tiny int8

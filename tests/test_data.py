@@ -110,7 +110,7 @@ def test_window_images_equal_window_image_and_are_cached(af_windows, monkeypatch
     few = windows.subset(np.arange(0, len(windows), 97))
     cfg = MITDB_TASK.spectrogram
     images = window_images(few, cfg, progress=False, cache_dir=cache)
-    assert images.shape == (len(few), 128, 128, 3) and images.dtype == np.float32
+    assert images.shape == (len(few), 64, 64, 3) and images.dtype == np.float32
     for i in (0, len(few) - 1):
         np.testing.assert_array_equal(images[i], window_image(few.x[i], few.fs, cfg))
     monkeypatch.setattr(data, "window_image", _must_not_run)

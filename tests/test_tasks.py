@@ -40,7 +40,9 @@ def test_mitdb_rhythm4_class_map_is_the_issues():
     assert len(task.label_map) == 15
     assert (task.window_s, task.hop_s, task.fs) == (10.0, 5.0, 0.0)
     assert task.leads == ("MLII",) and task.lead_fallback == "first"
-    assert task.spectrogram == SpectrogramConfig()
+    assert task.spectrogram == SpectrogramConfig(fs=128.0, window_s=10.0, hop=20, n_freq=64,
+                                                 channels=((32, 128), (128, 128), (512, 512)))
+    assert task.spectrogram.image_shape == (64, 64, 3)
 
 
 def test_mitdb_patients_201_and_202_are_one():

@@ -5,6 +5,7 @@ imported inside the callbacks so that ``ecgedge --help`` stays fast.
 """
 
 import json
+import sys
 
 import click
 
@@ -67,7 +68,7 @@ def summary(task_name, data_dir, cache_dir, as_json, per_record):
 
 def _stderr_is_terminal():
     """Progress bars only for a person watching: not in logs, pipes or tests."""
-    return click.get_text_stream("stderr").isatty()
+    return sys.stderr.isatty()
 
 
 def _summary_table(result):
