@@ -113,6 +113,7 @@ class SpectrogramConfig:
         return cls.from_dict(json.loads(text))
 
 
+@lru_cache(maxsize=64)
 def resample_ratio(fs_in, fs_out):
     """Return ``(up, down)``, coprime integers with ``fs_in * up / down == fs_out``.
 

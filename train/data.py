@@ -27,6 +27,7 @@ import numpy as np
 
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.evaluate import window_starts as device_window_starts
 
 CACHE_VERSION = 1
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
@@ -343,8 +344,7 @@ def window_starts(interval, length, hop):
     -------
     ndarray of shape (k,), int64: ``interval.start + hop * i`` with ``start + length <= stop``.
     """
-    k = (interval.stop - interval.start - length) // hop + 1
-    return interval.start + hop * np.arange(max(int(k), 0), dtype=np.int64)
+    return device_window_starts(interval.start, interval.stop, length, hop)
 
 
 def cut_windows(signal, intervals, length, hop, labels):
