@@ -59,7 +59,7 @@ def test_arm64_offline_install_selftest_and_eval(tiny_bundles, mitdb_dir, tmp_pa
     labels = result["labels"]
     assert labels["windows"] >= x86["n_windows"] > 0
     assert labels["missing"] == 0 and labels["differ_beyond_ties"] == 0
-    assert labels["max_abs_prob_diff"] <= labels["tolerance"] == 4 / 256  # int8 output scale 1/256
+    assert labels["max_abs_prob_diff"] <= labels["tolerance"] == 16 / 256  # int8 output scale 1/256
     # Labels may differ only at near ties; the confusion matrices then differ by those windows.
     moved = sum(abs(a - b) for ra, rb in zip(arm["confusion"], x86["confusion"]) for a, b in zip(ra, rb))
     assert moved <= 2 * labels["differ"]
