@@ -147,14 +147,15 @@ def list_records(data_dir):
     """Record names of a database folder: its RECORDS file, else every ``*.hea``, sorted."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise EcgEdgeError(f"--data {data_dir} is not a folder; pass a database folder such as $ECGEDGE_DATA/mitdb")
+        raise EcgEdgeError(f"database folder {data_dir} does not exist; pass one such as $ECGEDGE_DATA/mitdb")
     listing = data_dir / "RECORDS"
     if listing.is_file():
         names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
     else:
         names = sorted(p.stem for p in data_dir.glob("*.hea"))
     if not names:
-        raise EcgEdgeError(f"no WFDB records (*.hea) in {data_dir}; pass a database folder such as $ECGEDGE_DATA/mitdb")
+        raise EcgEdgeError(f"{data_dir} holds no WFDB records (no RECORDS file and no .hea files); "
+                           "pass a database folder such as $ECGEDGE_DATA/mitdb")
     return names
 
 

@@ -26,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
+from ecgedge.device.evaluate import list_records, window_starts as device_window_starts
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.device.evaluate import window_starts as device_window_starts
 
 CACHE_VERSION = 1
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
@@ -70,26 +70,6 @@ def database_dir(root, name):
             f"--data {root}'"
         )
     return folder
-
-
-def list_records(db_dir):
-    """Record names of a WFDB database folder: its ``RECORDS`` file, else every ``*.hea``.
-
-    Returns
-    -------
-    list of str, e.g. ``["100", "101", ...]``; EcgEdgeError when there are none.
-    """
-    db_dir = Path(db_dir)
-    if not db_dir.is_dir():
-        raise EcgEdgeError(f"database folder {db_dir} does not exist")
-    listing = db_dir / "RECORDS"
-    if listing.is_file():
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    else:
-        names = sorted(p.stem for p in db_dir.glob("*.hea"))
-    if not names:
-        raise EcgEdgeError(f"{db_dir} holds no WFDB records (no RECORDS file and no .hea files)")
-    return names
 
 
 # ---------------------------------------------------------------------------------------------
