@@ -17,7 +17,7 @@ COMMANDS = {
     "convert": ("ecgedge.convert.cli", "convert", "Quantize to TFLite bundles, verify, check Edge TPU, export C."),
     "device": ("ecgedge.device.cli", "device", "The on-device runtime: run, eval, bench, pack, push."),
     "bench": ("ecgedge.convert.bench", "bench", "Benchmarks of the device against the desktop reference."),
-    "pipeline": ("ecgedge.train.pipeline", "pipeline", "The main job: data -> train -> convert -> device eval -> report."),
+    "pipeline": ("ecgedge.convert.pipeline", "pipeline", "The main job: data -> train -> convert -> device eval -> report."),
 }
 
 

@@ -62,7 +62,7 @@ def write_result(results_dir, name, results, plot):
     -------
     (json_path, png_path).
     """
-    from ecgedge.train.pipeline import invoked_command, write_json
+    from ecgedge.convert.pipeline import invoked_command, write_json
 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)

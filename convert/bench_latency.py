@@ -197,7 +197,7 @@ def summary(results):
 
 def plot(path, results):
     """Latency bars of each implementation (DSP, invoke, end to end)."""
-    from ecgedge.train.pipeline_report import plot_latency_bars
+    from ecgedge.convert.pipeline_report import plot_latency_bars
 
     t = results["timings"]
     bars = {name: {"dsp": t["dsp"], **t[name]} for name in ("keras_float", "tflite_float32", "tflite_int8")

@@ -18,8 +18,8 @@ Files in OUT::
 
 ``stages.json`` holds each finished stage's key: the SHA-256 of its settings and of the files it
 read (the Keras model, the bundles' hashes), so a stage reruns exactly when something it depends
-on changed. This module is the one place in ``train`` that drives ``convert``; it imports it
-inside the stage functions.
+on changed. It lives in ``convert`` because it drives both ``train`` and ``convert`` (imports go
+``convert`` -> ``train`` -> ``device``); the heavy imports happen inside the stage functions.
 """
 
 import hashlib
@@ -387,8 +387,8 @@ def latency_stage(ctx):
 
 
 def report_stage(ctx, metrics):
-    """report.md and its plots (ecgedge.train.pipeline_report)."""
-    from ecgedge.train import pipeline_report
+    """report.md and its plots (ecgedge.convert.pipeline_report)."""
+    from ecgedge.convert import pipeline_report
 
     key = digest({name: ctx.log.saved.get(name, {}).get("key") for name in STAGES if name != "report"})
 
