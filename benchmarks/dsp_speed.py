@@ -1,8 +1,10 @@
 """DSP speed: ``window_image`` of this tree against the committed one (``git show REV:device/dsp.py``).
 
-Usage: python benchmarks/dsp_speed.py [--rev HEAD] [--n 400] [--out benchmarks/results/dsp_speed.json]
+Usage: python benchmarks/dsp_speed.py [--rev HEAD] [--task mitdb-rhythm4] [--n 400]
+       [--out benchmarks/results/dsp_speed.json]
 
-Seeded 10 s windows at 360 Hz (MIT-BIH's rate) with the default SpectrogramConfig; warm-up
+Seeded 10 s windows at 360 Hz (MIT-BIH's rate) with the task's SpectrogramConfig (``--task ''``:
+the SpectrogramConfig defaults); warm-up
 first, then the two implementations alternate call by call so machine load hits both alike;
 the clock is this thread's CPU time (time.thread_time), so waiting for a shared core does not count.
 Reports min, median and p90 milliseconds, the median ratio, the largest image difference, and
@@ -48,15 +50,23 @@ def stats(ms):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD")
+    parser.add_argument("--task", default="mitdb-rhythm4", help="task whose spectrogram is timed ('': defaults)")
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "dsp_speed.json")
     args = parser.parse_args()
     old = committed_dsp(args.rev)
-    cfg, fs = dsp.SpectrogramConfig(), 360.0
+    if args.task:
+        from ecgedge.train.tasks import load_task
+
+        cfg = load_task(args.task).spectrogram
+    else:
+        cfg = dsp.SpectrogramConfig()
+    fs = 360.0
     length = dsp.window_length(fs, cfg)
     signal = synthetic_ecg(length * 8, fs, seed=0)
     windows = [signal[i * length // 2:i * length // 2 + length] for i in range(15)]
-    impls = {"committed": lambda w: old.window_image(w, fs, old.SpectrogramConfig()),
+    old_cfg = old.SpectrogramConfig.from_dict(cfg.to_dict())
+    impls = {"committed": lambda w: old.window_image(w, fs, old_cfg),
              "this_tree": lambda w: dsp.window_image(w, fs, cfg)}
     diff = max(float(np.abs(impls["committed"](w) - impls["this_tree"](w)).max()) for w in windows)
     times = {k: [] for k in impls}

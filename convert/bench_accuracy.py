@@ -14,7 +14,8 @@ from ecgedge.device.errors import EcgEdgeError
 
 PAPER_ACCURACY = 0.9723  # Salem et al. (2018), MobileNet features + SVM, window-level 10-fold CV
 COLUMNS = (
-    ("cnn", "CNN (CV, float)"), ("svm_imagenet", "SVM baseline (CV)"), ("rr_gbm", "RR baseline (CV)"),
+    ("cnn", "CNN (CV, float)"), ("cnn_int8", "CNN (CV, int8)"), ("svm_imagenet", "SVM baseline (CV)"),
+    ("rr_gbm", "RR baseline (CV)"),
     ("test_float", "held-out float"), ("test_int8", "held-out int8"),
 )
 
@@ -43,7 +44,7 @@ def source_row(source):
     cv = metrics["cv"]
     row = {"source": str(source), "protocol": metrics["protocol"], "n_folds": cv["n_folds"],
            "n_windows": cv["n_windows"]}
-    for key in ("cnn", "svm_imagenet", "rr_gbm"):
+    for key in ("cnn", "cnn_int8", "svm_imagenet", "rr_gbm"):
         row[key] = {k: cv[key][k] for k in ("accuracy", "macro_f1")} if key in cv else None
     row["test_float"] = {k: metrics["deploy"]["test"][k] for k in ("accuracy", "macro_f1")}
     row["test_int8"] = {"accuracy": verify["accuracy"]["tflite"], "macro_f1": None} if verify else None
@@ -55,13 +56,17 @@ def run(sources):
     """The table of every source, with the paper's figure beside it (dict, JSON-ready)."""
     rows = [source_row(s) for s in sources]
     paper_rows = [r for r in rows if r["protocol"] == "paper" and r["cnn"]]
+    paper_int8 = [r for r in paper_rows if r["cnn_int8"]]
     return {
         "paper_accuracy": PAPER_ACCURACY,
         "rows": rows,
         "paper_protocol_cnn_beats_paper": (max(r["cnn"]["accuracy"] for r in paper_rows) > PAPER_ACCURACY
                                            if paper_rows else None),
-        "note": "CV columns: float Keras model, pooled out-of-fold. int8: deployable model on its held-out "
-                "test records (fixed patient split), compared window by window with the float model.",
+        "paper_protocol_int8_beats_paper": (max(r["cnn_int8"]["accuracy"] for r in paper_int8) > PAPER_ACCURACY
+                                            if paper_int8 else None),
+        "note": "CV columns: pooled out-of-fold; CV int8 converts each fold's model (calibrated on its own "
+                "training windows). held-out: the deployable model on its test records (fixed patient "
+                "split); agreement: its int8 vs float decisions, window by window.",
     }
 
 

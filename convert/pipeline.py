@@ -245,11 +245,13 @@ def data_stage(ctx):
 
 
 def train_key(ctx):
-    return digest({"data": data_key(ctx), "train": ctx.cfg.train_options()})
+    return digest({"data": data_key(ctx), "train": ctx.cfg.train_options(),
+                   "int8_folds": ctx.cfg.n_representative})
 
 
 def train_stage(ctx):
-    """The training run in OUT/run: records-protocol cross-validation and the deployable model."""
+    """The training run in OUT/run: cross-validation (each fold also as int8) and the deployable model."""
+    from ecgedge.convert.folds import fold_int8_evaluator
     from ecgedge.train.runs import load_run
     from ecgedge.train.train import train_run
 
@@ -259,7 +261,9 @@ def train_stage(ctx):
 
     def compute():
         train_run(ctx.task, out_dir=ctx.path(RUN_DIR), data_dir=ctx.data_dir, force=retrain,
-                  progress=ctx.progress, windows=ctx.windows, **ctx.cfg.train_options())
+                  progress=ctx.progress, windows=ctx.windows,
+                  int8_eval=fold_int8_evaluator(ctx.cfg.n_representative, ctx.cfg.seed),
+                  **ctx.cfg.train_options())
 
     ctx.log.run("train", key, lambda: _loads(load_run, ctx.path(RUN_DIR)), compute)
 
@@ -413,10 +417,12 @@ def cross_validation_summary(run_metrics):
     """Accuracy and macro-F1 of the CNN and each baseline, pooled out-of-fold, with fold mean/sd."""
     cv = run_metrics["cv"]
     out = {"n_folds": cv["n_folds"], "n_windows": cv["n_windows"]}
-    for name in ("cnn", "svm_imagenet", "rr_gbm"):
+    for name in ("cnn", "cnn_int8", "svm_imagenet", "rr_gbm"):
         if name in cv:
             out[name] = {**_scores(cv[name]), "fold_accuracy": cv[name]["fold_accuracy"],
                          "fold_macro_f1": cv[name]["fold_macro_f1"]}
+    if "cnn_int8" in cv:
+        out["cnn_int8"]["agreement_with_float"] = cv["cnn_int8"]["agreement_with_float"]
     return out
 
 
@@ -524,7 +530,9 @@ def summary_lines(metrics):
     lat = metrics["latency"]["int8"]
     return [
         f"{metrics['protocol']} protocol CV ({cv['n_folds']} folds, {cv['n_windows']} windows): "
-        f"accuracy {cv['cnn']['accuracy']:.4f}, macro-F1 {cv['cnn']['macro_f1']:.4f}",
+        f"accuracy {cv['cnn']['accuracy']:.4f}, macro-F1 {cv['cnn']['macro_f1']:.4f}"
+        + (f"; int8 accuracy {cv['cnn_int8']['accuracy']:.4f}, macro-F1 {cv['cnn_int8']['macro_f1']:.4f}, "
+           f"agreement {cv['cnn_int8']['agreement_with_float']:.4f}" if "cnn_int8" in cv else ""),
         f"held-out test records ({test['windows']} windows): float {test['float']['accuracy']:.4f}, "
         f"int8 {test['int8']['accuracy']:.4f}; int8 vs float agreement {metrics['int8_vs_float']['agreement']:.4f}",
         f"device runtime: accuracy {metrics['device_eval']['accuracy']:.4f} on {metrics['device_eval']['n_windows']} "

@@ -12,7 +12,8 @@ from ecgedge.train.report import _pyplot, plot_confusion_matrices
 
 PLOTS = ("confusion_float_int8.png", "examples.png", "latency.png")
 LATENCY_PARTS = (("dsp", "DSP"), ("invoke", "invoke"), ("end_to_end", "end to end"))
-MODEL_NAMES = {"cnn": "MobileNet CNN", "svm_imagenet": "SVM on ImageNet features (paper's recipe)",
+MODEL_NAMES = {"cnn": "MobileNet CNN (float)", "cnn_int8": "MobileNet CNN, each fold converted to int8",
+               "svm_imagenet": "SVM on ImageNet features (paper's recipe)",
                "rr_gbm": "RR intervals + gradient boosting"}
 
 
@@ -144,6 +145,10 @@ def results_section(metrics):
             m = cv[key]
             lines.append(f"| {name} | {_pct(m['accuracy'])} | {m['macro_f1']:.4f} | "
                          f"{_pct(m['fold_accuracy']['mean'])} ± {_pct(m['fold_accuracy']['sd'])} |")
+    if "cnn_int8" in cv:
+        lines += ["", f"Each fold's model converted to int8 (calibrated on that fold's training windows) "
+                      f"agrees with its float self on {_pct(cv['cnn_int8']['agreement_with_float'])} of the "
+                      f"{cv['n_windows']} test windows."]
     lines += ["", f"Deployable model, trained on a fixed seeded patient split and tested on the held-out "
                   f"records {', '.join(test['records'])} ({test['windows']} windows): float accuracy "
                   f"{_pct(test['float']['accuracy'])} (macro-F1 {test['float']['macro_f1']:.4f}), int8 accuracy "

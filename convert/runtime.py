@@ -59,3 +59,30 @@ def model_io(model_content, source="<bytes>"):
     if len(inputs) != 1 or len(outputs) != 1:
         raise EcgEdgeError(f"{source} must have one input and one output, got {len(inputs)} and {len(outputs)}")
     return io_quantization(inputs[0]), io_quantization(outputs[0])
+
+
+def predict(model_content, images, source="<bytes>"):
+    """Class scores of a converted model for ``images``, one window per invoke.
+
+    An int8 model's input is quantized and its output dequantized with the model's own scales
+    (``ecgedge.device.quant``, as the device runtime does); a float model runs as it is.
+
+    Returns
+    -------
+    ndarray of shape (len(images), n_classes), float32.
+    """
+    from ecgedge.device.quant import dequantize, quantize
+
+    interpreter = make_interpreter(model_content, source)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    in_q, out_q = io_quantization(inp), io_quantization(out)
+    scores = []
+    for image in images:
+        x = np.asarray(image, dtype=np.float32)[None]
+        if in_q["dtype"] != "float32":
+            x = quantize(x, in_q["scale"], in_q["zero_point"], np.dtype(in_q["dtype"]))
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        scores.append(y if out_q["dtype"] == "float32" else dequantize(y, out_q["scale"], out_q["zero_point"]))
+    return np.asarray(scores, dtype=np.float32).reshape(len(scores), -1)

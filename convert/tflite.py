@@ -63,4 +63,23 @@ def keras_to_tflite(model, quant="int8", representative=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    return short_tensor_names(converter.convert())
+
+
+def short_tensor_names(tflite_bytes):
+    """The same model with every tensor except the inputs and outputs named ``t<index>``.
+
+    The converter names each tensor after the Keras ops fused into it, e.g.
+    ``model/model/backbone/conv_dw_12_relu/Relu6;model/.../conv_pad_12/Pad``: about 30 KB of
+    debug text in a 300 KB int8 model, and nothing a runtime reads. Inputs, outputs and the
+    signature keep their names, so ``get_input_details`` and signature runners still work.
+    """
+    from ecgedge.convert.tflite_model import parse_model, serialize_model
+
+    model = parse_model(tflite_bytes)
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = f"t{index}"
+    return serialize_model(model)

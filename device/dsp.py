@@ -143,27 +143,33 @@ def _kaiser_lowpass(up, down):
 
 
 @lru_cache(maxsize=32)
-def _polyphase_plan(n_in, up, down):
-    """Gather indices and weights that turn ``n_in`` samples into the resampled output.
+def _polyphase_plan(up, down):
+    """The resampling filter split into its ``up`` phases, as one matrix.
 
-    Returns ``(index, weight)``, int64 and float64 arrays of shape (n_out, taps): the output
-    is ``(x[index] * weight).sum(axis=1)``; it equals scipy's upfirdn-based computation.
+    Returns ``(weights, first, lead)``. Output ``m = q * up + p`` of scipy's upfirdn-based
+    computation is ``padded[first + q * down:][:width] @ weights[p]``, where ``padded`` is
+    the input after ``lead`` zeros (and enough zeros after it) and ``width =
+    weights.shape[1]``. So all outputs come from one matrix product of a strided view of
+    the input with ``weights.T``: one output row per ``down`` input samples.
     """
     h, half_len = _kaiser_lowpass(up, down)
-    n_out = -(-n_in * up // down)
     n_pre_pad = down - half_len % down
     h = np.concatenate([np.zeros(n_pre_pad), h])
     n_pre_remove = (half_len + n_pre_pad) // down
-    # Output m of the full upfirdn sits at upsampled time t = m * down and sums
-    # x[k] * h[t - k * up] over the k with 0 <= t - k * up < len(h).
-    t = (np.arange(n_out) + n_pre_remove) * down
     taps = -(-len(h) // up)
-    k = t[:, None] // up - np.arange(taps)[None, :]
-    h_index = t[:, None] - k * up
-    valid = (k >= 0) & (k < n_in) & (h_index < len(h))
-    weight = np.where(valid, h[np.minimum(h_index, len(h) - 1)], 0.0)
-    index = np.clip(k, 0, n_in - 1)
-    return index, weight
+    # Output m of the full upfirdn sits at upsampled time t = m * down and sums
+    # x[k] * h[t - k * up] over k = last - taps + 1 .. last, last = t // up, keeping the
+    # terms with 0 <= t - k * up < len(h). With taps - 1 zeros before x, those k start at
+    # padded index `last`; for m = q * up + p, last = q * down + last(p).
+    t = (np.arange(up) + n_pre_remove) * down
+    last = t // up
+    h_index = t[:, None] - (last[:, None] - taps + 1 + np.arange(taps)[None, :]) * up
+    phase = np.where(h_index < len(h), h[np.clip(h_index, 0, len(h) - 1)], 0.0)
+    offset = last - last[0]
+    weights = np.zeros((up, int(offset.max()) + taps))
+    for p in range(up):
+        weights[p, offset[p]:offset[p] + taps] = phase[p]
+    return weights, int(last[0]), taps - 1
 
 
 def resample_poly(x, up, down):
@@ -188,14 +194,46 @@ def resample_poly(x, up, down):
         return x.copy()
     if x.size == 0:
         return x.copy()
-    index, weight = _polyphase_plan(x.size, up, down)
-    return np.einsum("ij,ij->i", x[index], weight)
+    weights, first, lead = _polyphase_plan(up, down)
+    n_out = -(-x.size * up // down)
+    n_rows = -(-n_out // up)
+    padded = np.zeros(max(first + (n_rows - 1) * down + weights.shape[1], lead + x.size))
+    padded[lead:lead + x.size] = x
+    rows = _frames(padded, first, weights.shape[1], down, n_rows)
+    return (rows @ weights.T).reshape(-1)[:n_out]
 
 
 @lru_cache(maxsize=16)
 def hann_periodic(n):
     """The periodic (DFT-even) Hann window of length n, as scipy.signal.get_window('hann', n)."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def _frames(padded, start, nperseg, hop, n_frames):
+    """Read-only (n_frames, nperseg) view of ``padded``: frame k starts at ``start + k * hop``."""
+    step = padded.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        padded[start:], shape=(n_frames, nperseg), strides=(hop * step, step), writeable=False
+    )
+
+
+@lru_cache(maxsize=32)
+def _scaled_hann(nperseg):
+    """The periodic Hann window divided by its sum (scipy's ``scaling='spectrum'``)."""
+    return hann_periodic(nperseg) / hann_periodic(nperseg).sum()
+
+
+def _magnitude(frames, nfft, n_bins):
+    """(n_frames, n_bins): the lowest ``n_bins`` of ``|rfft(frame * hann, nfft)| / sum(hann)``."""
+    spectrum = np.fft.rfft(frames * _scaled_hann(frames.shape[1]), n=nfft, axis=1)
+    return np.abs(spectrum[:, :n_bins])
+
+
+def _padded(x, pad, tail):
+    """``x`` (float64) with ``pad`` zeros before and ``pad + tail`` after."""
+    padded = np.zeros(x.size + 2 * pad + tail)
+    padded[pad:pad + x.size] = x
+    return padded
 
 
 def stft_magnitude(x, nperseg, nfft, hop, n_frames=None, n_bins=None):
@@ -206,8 +244,7 @@ def stft_magnitude(x, nperseg, nfft, hop, n_frames=None, n_bins=None):
     x : ndarray of shape (n,), float.
     nperseg, nfft, hop : ints, samples.
     n_frames : columns to return; default ``n // hop``.
-    n_bins : rows to return (the lowest frequencies); default all ``nfft // 2 + 1``. Only these
-        go through ``abs`` and the scaling.
+    n_bins : rows to return (the lowest frequencies); default all ``nfft // 2 + 1``.
 
     Returns
     -------
@@ -218,22 +255,16 @@ def stft_magnitude(x, nperseg, nfft, hop, n_frames=None, n_bins=None):
     mode='magnitude')[2][:, :n_frames]``.
     """
     x = np.asarray(x, dtype=np.float64)
-    if n_frames is None:
-        n_frames = x.size // hop
-    pad = nperseg // 2
-    padded = np.zeros(x.size + 2 * pad + nperseg)  # room for the last frame
-    padded[pad:pad + x.size] = x
-    frames = np.lib.stride_tricks.sliding_window_view(padded, nperseg)[: n_frames * hop: hop]
-    win = hann_periodic(nperseg)
-    spec = np.fft.rfft(frames * win, n=nfft, axis=1)[:, :n_bins]
-    return (np.abs(spec) / win.sum()).T
+    n_frames = x.size // hop if n_frames is None else n_frames
+    n_bins = nfft // 2 + 1 if n_bins is None else n_bins
+    padded = _padded(x, nperseg // 2, nperseg + n_frames * hop)
+    return _magnitude(_frames(padded, 0, nperseg, hop, n_frames), nfft, n_bins).T
 
 
 def standardize(x):
     """Zero-mean, unit-standard-deviation copy of a window (float64); a flat window stays zero."""
-    x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean()
-    sd = centred.std()
+    centred = np.asarray(x, dtype=np.float64) - np.mean(x)
+    sd = np.sqrt(np.dot(centred, centred) / max(centred.size, 1))
     return centred / sd if sd > 0 else centred
 
 
@@ -247,17 +278,21 @@ def spectrogram_image(x, cfg):
 
     Returns
     -------
-    ndarray of shape cfg.image_shape (frequency, time, channel), float32, natural-log magnitude.
+    ndarray of shape cfg.image_shape (frequency, time, channel), float32, natural-log
+    magnitude: channel c is ``log(stft_magnitude(standardize(x), *cfg.channels[c], cfg.hop,
+    cfg.n_time, cfg.n_freq) + cfg.eps)``, computed from one padded copy of the window.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.shape != (cfg.n_samples,):
         raise EcgEdgeError(f"a window has {cfg.n_samples} samples at {cfg.fs} Hz, got shape {x.shape}")
-    z = standardize(x)
-    image = np.empty(cfg.image_shape, dtype=np.float32)
+    pad = max(nperseg for nperseg, _ in cfg.channels) // 2
+    padded = _padded(standardize(x), pad, 2 * pad + cfg.n_time * cfg.hop)
+    magnitude = np.empty((cfg.n_freq, cfg.n_time, len(cfg.channels)), dtype=np.float32)
     for c, (nperseg, nfft) in enumerate(cfg.channels):
-        mag = stft_magnitude(z, nperseg, nfft, cfg.hop, cfg.n_time, n_bins=cfg.n_freq)
-        image[:, :, c] = np.log(mag + cfg.eps)
-    return image
+        frames = _frames(padded, pad - nperseg // 2, nperseg, cfg.hop, cfg.n_time)
+        magnitude[:, :, c] = _magnitude(frames, nfft, cfg.n_freq).T
+    magnitude += np.float32(cfg.eps)
+    return np.log(magnitude, out=magnitude)
 
 
 def to_model_rate(x, fs_in, cfg):
@@ -279,7 +314,9 @@ def to_model_rate(x, fs_in, cfg):
             f"a {cfg.window_s} s window at {fs_in} Hz should have {int(round(cfg.window_s * fs_in))} "
             f"samples, got {np.size(x)}"
         )
-    return np.pad(y, (0, max(0, cfg.n_samples - y.size)))[: cfg.n_samples]
+    if y.size < cfg.n_samples:
+        y = np.concatenate([y, np.zeros(cfg.n_samples - y.size)])
+    return y[: cfg.n_samples]
 
 
 def window_image(x, fs_in, cfg):

@@ -223,3 +223,39 @@ def test_verify_refuses_a_manifest_whose_input_scale_differs_from_the_model(tiny
     result = invoke("convert", "verify", wrong.path, "--run", tiny_run.path)
     assert result.exit_code == 2
     assert "differs from the model's own" in result.output
+
+
+
+def test_short_tensor_names_keep_io_names_and_outputs(tiny_bundles):
+    """Intermediate names are debug text: replaced by t<index>, outputs bit for bit the same."""
+    import keras
+    import tensorflow as tf
+
+    from ecgedge.convert.tflite import short_tensor_names
+    from ecgedge.convert.tflite_model import parse_model
+    from ecgedge.device.interpreter import interpreter_module
+
+    inputs = keras.Input((8, 8, 2), name="spectrogram")
+    x = keras.layers.Conv2D(4, 3, name="a_rather_long_layer_name_that_the_converter_repeats")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    original = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs)).convert()
+    short = short_tensor_names(original)
+    assert len(short) < len(original)
+
+    subgraph = parse_model(short).subgraphs[0]
+    io = set(subgraph.inputs) | set(subgraph.outputs)
+    names = [tensor_name(t) for t in subgraph.tensors]
+    assert all(names[i] == f"t{i}" for i in range(len(names)) if i not in io)
+    assert [names[i] for i in sorted(io)] == [tensor_name(parse_model(original).subgraphs[0].tensors[i])
+                                               for i in sorted(io)]
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 2)).astype(np.float32)
+    results = []
+    for model in (original, short):
+        interpreter = interpreter_module()[0].Interpreter(model_content=model)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(*results)
+    shipped = parse_model(tiny_bundles["int8"].model_path.read_bytes())
+    assert short_tensor_names(serialize_model(shipped)) == serialize_model(shipped)  # already short

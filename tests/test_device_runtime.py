@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecgedge.device.benchmark import synthetic_ecg
 from ecgedge.device.dsp import SpectrogramConfig, spectrogram_image, standardize, stft_magnitude
@@ -87,6 +89,42 @@ def test_window_quality_reasons(classifier, edit, reason):
     assert result.label is None and result.probs is None
     assert result.reason.startswith(reason)
     assert window_problem(synthetic_ecg(720, FS, seed=2), 720) is None
+
+
+def _longest_and_clipped(window):
+    """The quality check's two run statistics, worked out the slow, obvious way."""
+    def runs(mask):
+        out, length = [], 0
+        for v in list(mask) + [False]:
+            if v:
+                length += 1
+            elif length:
+                out.append(length)
+                length = 0
+        return out
+
+    longest_flat = max(runs(np.diff(window) == 0), default=0) + 1
+    clipped = sum(r for e in (window.max(), window.min()) for r in runs(window == e) if r >= 3)
+    return longest_flat, clipped
+
+
+@given(st.integers(0, 60), st.integers(0, 900), st.integers(0, 700), st.integers(0, 300), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_window_problem_agrees_with_the_plain_definition(plateau, at, flat, flat_at, low):
+    """Plateaus at an extreme and flat stretches of every length around the two thresholds."""
+    from ecgedge.device.runtime import CLIP_FRACTION, FLAT_RUN_FRACTION
+
+    window = synthetic_ecg(1000, FS, seed=3)
+    window[at:at + plateau] = window.min() - 0.1 if low else window.max() + 0.1
+    window[flat_at:flat_at + flat] = window[flat_at]
+    longest_flat, clipped = _longest_and_clipped(window)
+    problem = window_problem(window, window.size)
+    if longest_flat > FLAT_RUN_FRACTION * window.size:
+        assert problem == f"flat line (lead off?): {longest_flat} of {window.size} samples constant"
+    elif clipped > CLIP_FRACTION * window.size:
+        assert problem.startswith(f"clipping: {clipped} of {window.size}")
+    else:
+        assert problem is None
 
 
 def test_episodes_and_burden():

@@ -67,6 +67,13 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     assert metrics["protocol"] == "records" and "patient" in metrics["protocol_note"]
     cv = metrics["cross_validation"]
     assert cv["n_folds"] == 2 and 0 <= cv["cnn"]["accuracy"] <= 1 and "svm_imagenet" not in cv
+    # Every fold was also converted to int8 and run on its own test windows.
+    run_cv = json.loads((out / "run" / "metrics.json").read_text())["cv"]
+    assert len(cv["cnn_int8"]["fold_accuracy"]) == 2 and 0 <= cv["cnn_int8"]["agreement_with_float"] <= 1
+    assert run_cv["cnn_int8"]["n"] == run_cv["cnn"]["n"] == cv["n_windows"]
+    fold = json.loads(next((out / "run" / "folds").glob("cnn-0.json")).read_text())
+    assert len(fold["int8"]["y_pred"]) == len(fold["y_pred"]) and fold["int8"]["bytes"] > 0
+    assert fold["int8"]["agreement"] == pytest.approx(np.mean(np.array(fold["int8"]["y_pred"]) == fold["y_pred"]))
     test = metrics["held_out_test"]
     assert set(test["records"]) < {f"mitdb/{r}" for r in QUICK["records"]}
     assert metrics["int8_vs_float"]["n"] == test["windows"] > 0
@@ -123,5 +130,6 @@ def test_accuracy_benchmark_reads_the_pipeline_output(quick_runs, tmp_path):
     assert row["protocol"] == "records" and row["cnn"]["accuracy"] == metrics["cross_validation"]["cnn"]["accuracy"]
     assert row["test_int8"]["accuracy"] == metrics["held_out_test"]["int8"]["accuracy"]
     assert row["svm_imagenet"] is None and record["results"]["paper_accuracy"] == 0.9723
+    assert row["cnn_int8"]["accuracy"] == metrics["cross_validation"]["cnn_int8"]["accuracy"]
     assert "| Salem et al. (2018) | paper |" in result.output
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == PNG

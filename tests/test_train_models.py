@@ -85,6 +85,28 @@ def test_build_model_shapes_and_scaling(keras, channels):
     assert models.feature_extractor(model).output_shape == (None, 256)
 
 
+@pytest.mark.skipif(not (WEIGHTS / models.get_backbone("mobilenet_v1_0.25_128").file).is_file(),
+                    reason=f"no ImageNet weights at {WEIGHTS}")
+def test_quantization_noise_acts_in_training_only_and_keeps_batchnorm_frozen(keras):
+    def features(quant_noise):
+        model = models.build_model("mobilenet_v1_0.25_128", (64, 64, 3), 3, weights="imagenet",
+                                   fine_tune="all", quant_noise=quant_noise, weights_directory=WEIGHTS)
+        return model.get_layer("backbone")
+
+    quiet, noisy = features(0.0), features(2.0)
+    noise = [layer for layer in noisy.layers if isinstance(layer, keras.layers.GaussianNoise)]
+    relus = [layer for layer in quiet.layers if isinstance(layer, keras.layers.ReLU)]
+    assert len(noise) == len(relus) == 27
+    assert noise[0].stddev == pytest.approx(2.0 * models.RELU6_INT8_STEP / np.sqrt(12.0))
+    x = np.random.default_rng(0).uniform(-1, 1, size=(4, 64, 64, 3)).astype(np.float32)
+    reference = np.asarray(quiet(x, training=False))
+    assert reference.std() > 0.1
+    np.testing.assert_allclose(noisy(x, training=False), reference, rtol=1e-5, atol=1e-5)
+    # training=True changes nothing but the noise: BatchNorm keeps its moving statistics.
+    np.testing.assert_allclose(quiet(x, training=True), reference, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(noisy(x, training=True)) - reference).max() > 1e-3
+
+
 @pytest.mark.parametrize("name, fine_tune, blocks", [
     ("mobilenet_v1_0.25_128", 0, set()),
     ("mobilenet_v1_0.25_128", 2, {12, 13}),

@@ -160,10 +160,13 @@ def _backbone_names():
               help="With --fine-tune: epochs that train the head alone first.")
 @click.option("--patience", type=int, default=3, show_default=True,
               help="Epochs without better validation macro-F1 before stopping.")
+@click.option("--quant-noise", type=float, default=0.0, show_default=True,
+              help="Gaussian noise after each backbone ReLU6 while training, in units of int8 rounding "
+                   "noise (MobileNet V1 only; 0: none). Measured: raises held-out accuracy, not int8 agreement.")
 @click.option("--force", is_flag=True, help="Discard a run already in --out and train afresh.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
           n_folds, max_per_class, records, paper_windows, no_baselines, no_augment, batch_size, learning_rate,
-          fine_tune_learning_rate, head_epochs, patience, force):
+          fine_tune_learning_rate, head_epochs, patience, quant_noise, force):
     """Cross-validate a MobileNet spectrogram classifier (and the baselines) and train the deployable model.
 
     Writes RUN_DIR/model.keras, config.json, split.json, metrics.json and PNG plots. A finished
@@ -182,7 +185,7 @@ def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weigh
         baselines=not no_baselines, force=force,
         augment=None if no_augment else AugmentConfig().to_dict(), batch_size=batch_size,
         learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
-        head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows,
+        head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows, quant_noise=quant_noise,
     )
     click.echo(_metrics_table(metrics))
     click.echo(f"run written to {out_dir}")

@@ -165,6 +165,38 @@ def _backbone_network(backbone, input_shape, weights):
     return application(input_shape=input_shape, alpha=backbone.alpha, include_top=False, weights=weights)
 
 
+RELU6_INT8_STEP = 6.0 / 255.0
+"""The int8 step of every ReLU6 activation: TFLite quantizes them over [0, 6] whatever the data."""
+
+
+def with_quantization_noise(net, strength, seed):
+    """The same MobileNet V1 backbone with Gaussian noise after every ReLU6, in training only.
+
+    int8 rounding adds an error of up to half a step (``RELU6_INT8_STEP``) to each activation;
+    a network trained with noise of that size learns decisions that rounding does not flip.
+    The noise layers are identities at inference, so the converted model has no extra ops.
+
+    Parameters
+    ----------
+    net : the Keras MobileNet V1 application model (a plain chain of layers).
+    strength : float, noise standard deviation in units of the rounding noise of one int8 step
+        (``RELU6_INT8_STEP / sqrt(12)``); 0 returns ``net`` unchanged.
+    seed : int.
+    """
+    import keras
+
+    if strength == 0:
+        return net
+    stddev = strength * RELU6_INT8_STEP / np.sqrt(12.0)
+    inputs = keras.Input(shape=net.input_shape[1:], name=net.layers[0].name)
+    x = inputs
+    for layer in net.layers[1:]:
+        x = layer(x)
+        if isinstance(layer, keras.layers.ReLU):
+            x = keras.layers.GaussianNoise(stddev, seed=seed, name=f"{layer.name}_qnoise")(x)
+    return keras.Model(inputs, x, name=net.name)
+
+
 def _to_three_channels(x, n_channels, seed):
     """Images with other than 3 channels become 3: repeated if 1, a learned 1x1 mix otherwise."""
     import keras
@@ -255,7 +287,7 @@ def set_backbone_trainable(model, backbone, fine_tune):
 
 
 def build_model(backbone, image_shape, n_classes, weights="imagenet", fine_tune=0, dropout=0.2,
-                seed=0, scaling=None, weights_directory=None):
+                seed=0, scaling=None, weights_directory=None, quant_noise=0.0):
     """The spectrogram classifier: scaling, MobileNet backbone, pooling, dropout, softmax.
 
     Parameters
@@ -271,6 +303,8 @@ def build_model(backbone, image_shape, n_classes, weights="imagenet", fine_tune=
         ``(x - center) / half_range``. Default: center -3, half_range 4 (log magnitudes of a
         unit-variance window lie within about [-7, 1]).
     weights_directory : folder of weight files; default ECGEDGE_WEIGHTS.
+    quant_noise : float >= 0, see :func:`with_quantization_noise`; MobileNet V1 only (V2 has
+        residual branches, not a chain), ignored for V2.
 
     Returns
     -------
@@ -297,8 +331,11 @@ def build_model(backbone, image_shape, n_classes, weights="imagenet", fine_tune=
     x = _to_three_channels(x, image_shape[2], seed)
     net = _backbone_network(bb, image_shape[:2] + (3,), resolved)
     net.name = "backbone"
-    # training=False keeps every BatchNorm in inference mode even when layers are unfrozen.
-    x = net(x, training=False)
+    if bb.family == "v1":
+        net = with_quantization_noise(net, quant_noise, seed)
+    # BatchNorm stays in inference mode (set_backbone_trainable freezes it); the noise layers,
+    # if any, see the training flag.
+    x = net(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = keras.layers.Dense(

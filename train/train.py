@@ -64,6 +64,8 @@ class TrainConfig:
     head_epochs : when fine-tuning, epochs that train the head alone first.
     dropout : before the dense layer.
     patience : epochs without a better validation macro-F1 before stopping.
+    quant_noise : noise after each backbone ReLU6 while training, in units of int8 rounding
+        noise (see ecgedge.train.models.with_quantization_noise); 0 for none.
     augment : AugmentConfig as dict (default: AugmentConfig()), or None for no augmentation.
     paper_n_windows : size of the paper protocol's balanced subset.
     baselines : also run the SVM and RR baselines on the same folds.
@@ -84,6 +86,7 @@ class TrainConfig:
     head_epochs: int = 1
     dropout: float = 0.2
     patience: int = 3
+    quant_noise: float = 0.0
     augment: object = field(default_factory=lambda: AugmentConfig().to_dict())
     paper_n_windows: int = protocols.PAPER_N_WINDOWS
     baselines: bool = True
@@ -101,6 +104,8 @@ class TrainConfig:
                 raise EcgEdgeError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_per_class is not None and int(self.max_per_class) < 1:
             raise EcgEdgeError(f"max_per_class must be >= 1, got {self.max_per_class}")
+        if not float(self.quant_noise) >= 0:
+            raise EcgEdgeError(f"quant_noise must be >= 0, got {self.quant_noise}")
         for name in ("learning_rate", "fine_tune_learning_rate"):
             if not float(getattr(self, name)) > 0:
                 raise EcgEdgeError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -211,7 +216,7 @@ def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label
     keras.utils.set_random_seed(seed)
     class_names = list(data.class_names)
     model = build_model(cfg.backbone, images.shape[1:], len(class_names), cfg.weights, 0,
-                        cfg.dropout, seed, scaling)
+                        cfg.dropout, seed, scaling, quant_noise=cfg.quant_noise)
     x_train, y_train, y_val = np.asarray(data.x[train]), data.y[train], data.y[val]
     augment = None if cfg.augment is None else AugmentConfig(**cfg.augment)
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
@@ -290,8 +295,13 @@ class RowView:
         return self.images[self.positions[index]]
 
 
-def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress):
-    """Train and test the CNN on every fold (resuming finished ones); list of fold results."""
+def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress, int8_eval=None):
+    """Train and test the CNN on every fold (resuming finished ones); list of fold results.
+
+    ``int8_eval(model, images, fold, y, y_pred)``, when given, converts the fold's model and
+    returns its int8 result (see ecgedge.convert.folds), kept as the fold's ``int8``. A fold
+    that finished earlier without it stays without (its model is not kept).
+    """
     from tqdm import tqdm
 
     results = []
@@ -305,6 +315,8 @@ def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress):
             result = evaluate_model(model, images, fold.test, data.y, list(data.class_names))
             result.update(fold=fold.index, test=fold.test.tolist(), n_train=len(fold.train),
                           n_val=len(fold.val), history=history, seconds=time.perf_counter() - started)
+            if int8_eval is not None:
+                result["int8"] = int8_eval(model, images, fold, data.y, result["y_pred"])
             runs.save_fold(run_dir, name, result)
         results.append(result)
     return results
@@ -419,6 +431,11 @@ def run_config(task, cfg, scaling, windows, data_dir):
 
 def _cv_tables(cnn, baselines, class_names):
     tables = {"cnn": report.cross_validation_metrics(cnn, class_names)}
+    if cnn and all("int8" in r for r in cnn):
+        int8 = [{**r, "y_pred": r["int8"]["y_pred"]} for r in cnn]
+        tables["cnn_int8"] = report.cross_validation_metrics(int8, class_names)
+        tables["cnn_int8"]["agreement_with_float"] = float(
+            np.mean(np.concatenate([r["int8"]["y_pred"] for r in cnn]) == np.concatenate([r["y_pred"] for r in cnn])))
     for name, folds in baselines.items():
         tables[name] = report.cross_validation_metrics(folds, class_names)
     return tables
@@ -491,7 +508,7 @@ def _load_data(task, data_dir, cfg, cache_dir, progress, windows):
 
 def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0, weights="imagenet",
               data_dir=None, cache_dir=None, n_folds=None, max_per_class=None, records=(), baselines=True,
-              force=False, progress=True, windows=None, **options):
+              force=False, progress=True, windows=None, int8_eval=None, **options):
     """Cross-validate, train the deployable model, run the baselines and write RUN_DIR.
 
     Parameters
@@ -506,6 +523,8 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
         unfinished one with the same config resumes).
     progress : progress bars and per-epoch lines on stderr.
     windows : ecgedge.train.data.Windows to use instead of loading the task's (tests).
+    int8_eval : hook that converts each fold's model to int8 and tests it (see
+        :func:`cnn_folds`); the pipeline passes ``ecgedge.convert.folds.fold_int8_evaluator``.
     **options : further TrainConfig fields (batch_size, learning_rate, augment, patience, ...).
 
     Returns
@@ -533,7 +552,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     cv_data = _RunData(data.windows.subset(positions), data.spec)
     cv_images = RowView(images, positions)
     folds = protocols.make_folds(cfg.protocol, cv_data.y, cv_data.patient, cfg.n_folds, cfg.seed)
-    cnn = cnn_folds(run_dir, cv_data, cv_images, folds, cfg, scaling, progress)
+    cnn = cnn_folds(run_dir, cv_data, cv_images, folds, cfg, scaling, progress, int8_eval)
     base = baseline_folds(run_dir, task, cv_data, cv_images, folds, cfg, scaling, data_dir, progress) \
         if cfg.baselines else {}
     metrics = assemble_metrics(config, cv_data, folds, cnn, base, deploy)
