@@ -162,7 +162,8 @@ def _backbone_names():
               help="Epochs without better validation macro-F1 before stopping.")
 @click.option("--quant-noise", type=float, default=0.0, show_default=True,
               help="Gaussian noise after each backbone ReLU6 while training, in units of int8 rounding "
-                   "noise (MobileNet V1 only; 0: none). Measured: raises held-out accuracy, not int8 agreement.")
+                   "noise (MobileNet V1 only; 0: none). On mitdb-rhythm4 it raised neither int8 agreement nor "
+                   "the records CV score (README).")
 @click.option("--force", is_flag=True, help="Discard a run already in --out and train afresh.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
           n_folds, max_per_class, records, paper_windows, no_baselines, no_augment, batch_size, learning_rate,
