@@ -12,6 +12,7 @@ from ecgedge.convert import rundir
 from ecgedge.convert.runtime import model_io
 from ecgedge.device.bundle import load_bundle
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.train.train import predict_proba
 
 DEFAULT_THRESHOLD = 0.98
 
@@ -162,7 +163,7 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     _check_bundle_matches_run(bundle, run, model_content, keras_model)
     windows = rundir.load_split_windows(run, split, data_dir)
     images = np.asarray(rundir.images_of(windows, bundle.spectrogram))
-    float_scores = keras_model.predict(images, batch_size=64, verbose=0)
+    float_scores = predict_proba(keras_model, images, np.arange(len(images)))
     tflite_scores = device_scores(bundle, images)
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)

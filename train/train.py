@@ -41,7 +41,6 @@ PROTOCOL_NOTES = {
 }
 SCALING_SAMPLE = 256
 PREDICT_BATCH = 128
-PREDICT_CHUNK = 1024  # images read from the (memory-mapped) cache at a time
 
 
 @dataclass(frozen=True)
@@ -141,19 +140,19 @@ def _log(progress, message):
 
 
 def predict_proba(model, images, positions, batch=PREDICT_BATCH):
-    """Class probabilities of ``images[positions]``, read in chunks (images may be a memory map).
+    """Model outputs for ``images[positions]``, read in batches (images may be a memory map).
+
+    ``predict_on_batch`` rather than ``predict``: the same numbers without building a tf.data
+    pipeline per call, which is faster for the many small calls of training and verification.
 
     Returns
     -------
-    ndarray of shape (len(positions), n_classes), float32.
+    ndarray of shape (len(positions), *model output shape[1:]), float32.
     """
-    out = [
-        model.predict(np.asarray(images[positions[i:i + PREDICT_CHUNK]], dtype=np.float32),
-                      batch_size=batch, verbose=0)
-        for i in range(0, len(positions), PREDICT_CHUNK)
-    ]
-    n_classes = model.output_shape[-1]
-    return np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, n_classes), np.float32)
+    positions = np.asarray(positions, dtype=np.int64)
+    out = [np.asarray(model.predict_on_batch(np.asarray(images[positions[i:i + batch]], dtype=np.float32)))
+           for i in range(0, len(positions), batch)]
+    return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
 def _compile(model, learning_rate):
