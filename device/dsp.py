@@ -220,7 +220,8 @@ def _frames(padded, start, nperseg, hop, n_frames):
 @lru_cache(maxsize=32)
 def _scaled_hann(nperseg):
     """The periodic Hann window divided by its sum (scipy's ``scaling='spectrum'``)."""
-    return hann_periodic(nperseg) / hann_periodic(nperseg).sum()
+    window = hann_periodic(nperseg)
+    return window / window.sum()
 
 
 def _magnitude(frames, nfft, n_bins):
