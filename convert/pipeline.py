@@ -58,6 +58,8 @@ class PipelineConfig:
     max_per_class : training windows per class per epoch (class-balanced epochs).
     fine_tune_learning_rate : Adam learning rate once the backbone is unfrozen.
     patience : epochs without a better validation macro-F1 before stopping.
+    int8_grid, int8_grid_epochs : round the backbone's kernels to the int8 grid after
+        training, after that many epochs that train them onto it (ecgedge.train.int8_grid).
     baselines : also cross-validate the SVM and RR-interval baselines.
     augment : augment training windows (ecgedge.train.augment defaults).
     records : records to use (empty: every record of the task).
@@ -77,6 +79,8 @@ class PipelineConfig:
     max_per_class: object = 600
     fine_tune_learning_rate: float = 5e-4
     patience: int = 3
+    int8_grid: bool = True
+    int8_grid_epochs: int = 0
     baselines: bool = True
     augment: bool = True
     records: tuple = ()
@@ -99,6 +103,7 @@ class PipelineConfig:
             "n_folds": self.n_folds, "max_per_class": self.max_per_class, "records": list(self.records),
             "baselines": self.baselines, "patience": self.patience,
             "fine_tune_learning_rate": self.fine_tune_learning_rate,
+            "int8_grid": self.int8_grid, "int8_grid_epochs": self.int8_grid_epochs,
             "augment": AugmentConfig().to_dict() if self.augment else None,
         }
 
@@ -417,12 +422,13 @@ def cross_validation_summary(run_metrics):
     """Accuracy and macro-F1 of the CNN and each baseline, pooled out-of-fold, with fold mean/sd."""
     cv = run_metrics["cv"]
     out = {"n_folds": cv["n_folds"], "n_windows": cv["n_windows"]}
-    for name in ("cnn", "cnn_int8", "svm_imagenet", "rr_gbm"):
+    for name in ("cnn", "cnn_plain_kernels", "cnn_int8", "svm_imagenet", "rr_gbm"):
         if name in cv:
             out[name] = {**_scores(cv[name]), "fold_accuracy": cv[name]["fold_accuracy"],
                          "fold_macro_f1": cv[name]["fold_macro_f1"]}
-    if "cnn_int8" in cv:
-        out["cnn_int8"]["agreement_with_float"] = cv["cnn_int8"]["agreement_with_float"]
+    for key in ("agreement_with_float", "agreement_with_plain_kernels"):
+        if key in cv.get("cnn_int8", {}):
+            out["cnn_int8"][key] = cv["cnn_int8"][key]
     return out
 
 
@@ -466,6 +472,8 @@ def assemble_metrics(ctx, command):
         "cross_validation": cross_validation_summary(run.metrics),
         "held_out_test": {"records": run.split["test"], "windows": run.metrics["deploy"]["split"]["test"]["windows"],
                           "float": _scores(run.metrics["deploy"]["test"]),
+                          **({"float_plain_kernels": _scores(run.metrics["deploy"]["test_plain_kernels"])}
+                             if "test_plain_kernels" in run.metrics["deploy"] else {}),
                           "int8": {"accuracy": verify["int8"]["accuracy"]["tflite"]}},
         "int8_vs_float": _agreement(verify["int8"]),
         "float32_vs_float": _agreement(verify["float32"]),
@@ -565,13 +573,19 @@ def _default(name):
 @click.option("--representative", "n_representative", type=click.IntRange(min=1), default=None,
               help=f"int8 calibration windows [default: {_default('n_representative')}].")
 @click.option("--seed", type=int, default=None, help=f"[default: {_default('seed')}]")
+@click.option("--int8-grid/--no-int8-grid", default=None,
+              help="Round the backbone's kernels to the int8 grid after training, so the float model "
+                   f"holds its int8 conversion's weights [default: {_default('int8_grid')}].")
+@click.option("--int8-grid-epochs", type=click.IntRange(min=0), default=None,
+              help="With --int8-grid: epochs that first train the kernels onto the grid "
+                   f"[default: {_default('int8_grid_epochs')}].")
 @click.option("--no-baselines", is_flag=True, help="Skip the SVM and RR-interval baselines.")
 @click.option("--quick", is_flag=True,
               help=f"Smoke configuration: records {','.join(QUICK['records'])}, {QUICK['epochs']} epoch, "
                    f"{QUICK['n_folds']} folds, {QUICK['n_representative']} calibration windows.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_tune, n_folds, max_per_class,
-             records, n_representative, seed, no_baselines, quick, force):
+             records, n_representative, seed, int8_grid, int8_grid_epochs, no_baselines, quick, force):
     """The main job: data -> train -> int8 bundle -> verify -> device eval -> report, into --out.
 
     Writes OUT/bundle (model.tflite + model.json), OUT/metrics.json and OUT/report.md with PNG
@@ -583,7 +597,8 @@ def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_
     cfg = pipeline_config(
         quick, task=task, weights=weights, backbone=backbone, protocol=protocol, epochs=epochs,
         fine_tune=fine_tune, n_folds=n_folds, max_per_class=max_per_class, seed=seed,
-        n_representative=n_representative, baselines=False if no_baselines else None,
+        n_representative=n_representative, int8_grid=int8_grid, int8_grid_epochs=int8_grid_epochs,
+        baselines=False if no_baselines else None,
         records=tuple(r for r in records.split(",") if r) if records else None,
     )
     metrics = run_pipeline(cfg, out_dir, data_dir, force, progress=True, command=invoked_command())

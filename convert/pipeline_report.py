@@ -12,7 +12,9 @@ from ecgedge.train.report import _pyplot, plot_confusion_matrices
 
 PLOTS = ("confusion_float_int8.png", "examples.png", "latency.png")
 LATENCY_PARTS = (("dsp", "DSP"), ("invoke", "invoke"), ("end_to_end", "end to end"))
-MODEL_NAMES = {"cnn": "MobileNet CNN (float)", "cnn_int8": "MobileNet CNN, each fold converted to int8",
+MODEL_NAMES = {"cnn": "MobileNet CNN (float)",
+               "cnn_plain_kernels": "MobileNet CNN (float, before rounding its kernels to the int8 grid)",
+               "cnn_int8": "MobileNet CNN, each fold converted to int8",
                "svm_imagenet": "SVM on ImageNet features (paper's recipe)",
                "rr_gbm": "RR intervals + gradient boosting"}
 
@@ -148,11 +150,17 @@ def results_section(metrics):
     if "cnn_int8" in cv:
         lines += ["", f"Each fold's model converted to int8 (calibrated on that fold's training windows) "
                       f"agrees with its float self on {_pct(cv['cnn_int8']['agreement_with_float'])} of the "
-                      f"{cv['n_windows']} test windows."]
+                      f"{cv['n_windows']} test windows"
+                      + (f" ({_pct(cv['cnn_int8']['agreement_with_plain_kernels'])} with the float model before "
+                         "its kernels were rounded to the int8 grid)." if "agreement_with_plain_kernels" in cv["cnn_int8"]
+                         else ".")]
     lines += ["", f"Deployable model, trained on a fixed seeded patient split and tested on the held-out "
                   f"records {', '.join(test['records'])} ({test['windows']} windows): float accuracy "
                   f"{_pct(test['float']['accuracy'])} (macro-F1 {test['float']['macro_f1']:.4f}), int8 accuracy "
-                  f"{_pct(test['int8']['accuracy'])}.", ""]
+                  f"{_pct(test['int8']['accuracy'])}"
+                  + (f"; before its kernels were rounded to the int8 grid the float model scored "
+                     f"{_pct(test['float_plain_kernels']['accuracy'])} (macro-F1 "
+                     f"{test['float_plain_kernels']['macro_f1']:.4f})." if "float_plain_kernels" in test else "."), ""]
     return lines
 
 

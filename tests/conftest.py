@@ -18,6 +18,14 @@ def physionet_root():
 
 
 @pytest.fixture(scope="session")
+def keras():
+    """The keras module (imported on first use: the device tests run without it)."""
+    import keras
+
+    return keras
+
+
+@pytest.fixture(scope="session")
 def physionet_dir():
     """The folder holding PhysioNet databases (mitdb at least); skips when absent."""
     root = physionet_root()

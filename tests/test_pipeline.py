@@ -74,6 +74,15 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     fold = json.loads(next((out / "run" / "folds").glob("cnn-0.json")).read_text())
     assert len(fold["int8"]["y_pred"]) == len(fold["y_pred"]) and fold["int8"]["bytes"] > 0
     assert fold["int8"]["agreement"] == pytest.approx(np.mean(np.array(fold["int8"]["y_pred"]) == fold["y_pred"]))
+    # Kernels rounded to the int8 grid (the default): the float model before the rounding is
+    # scored too, and the int8 model is compared with it.
+    assert len(fold["plain_kernels"]["y_pred"]) == len(fold["y_pred"])
+    assert run_cv["cnn_plain_kernels"]["n"] == cv["n_windows"]
+    folds = [json.loads(f.read_text()) for f in sorted((out / "run" / "folds").glob("cnn-*.json"))]
+    int8_pred = np.concatenate([f["int8"]["y_pred"] for f in folds])
+    plain_pred = np.concatenate([f["plain_kernels"]["y_pred"] for f in folds])
+    assert cv["cnn_int8"]["agreement_with_plain_kernels"] == pytest.approx(np.mean(int8_pred == plain_pred))
+    assert set(metrics["held_out_test"]["float_plain_kernels"]) == {"accuracy", "macro_f1"}
     test = metrics["held_out_test"]
     assert set(test["records"]) < {f"mitdb/{r}" for r in QUICK["records"]}
     assert metrics["int8_vs_float"]["n"] == test["windows"] > 0

@@ -79,6 +79,14 @@ def test_run_directory_has_every_file_and_a_working_model(first_run, tiny_task):
     assert run.config["protocol"] == "records" and run.config["image_shape"] == [32, 32, 1]
     model = run.load_model()
     assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 4)
+    # int8_grid (default on): the saved backbone kernels lie on their int8 grids.
+    from ecgedge.train.int8_grid import kernel_axes, snap_kernel
+
+    convs = [layer for layer in model.get_layer("backbone").layers if "conv" in type(layer).__name__.lower()]
+    assert len(convs) == 27
+    for layer in convs:
+        kernel = layer.get_weights()[0]
+        np.testing.assert_array_equal(snap_kernel(kernel, kernel_axes(layer)), kernel)
     # The split covers the records without sharing one between parts.
     parts = [set(run.split[k]) for k in ("train", "val", "test")]
     assert set().union(*parts) == set(windows.record.tolist())

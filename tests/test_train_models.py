@@ -64,13 +64,6 @@ def test_input_scaling_maps_the_data_range_to_unit_range():
 # The model
 
 
-@pytest.fixture(scope="module")
-def keras():
-    import keras
-
-    return keras
-
-
 @pytest.mark.parametrize("channels", [1, 2, 3])
 def test_build_model_shapes_and_scaling(keras, channels):
     model = models.build_model("mobilenet_v1_0.25_128", (32, 48, channels), 4, weights="none",

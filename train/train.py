@@ -65,6 +65,12 @@ class TrainConfig:
     patience : epochs without a better validation macro-F1 before stopping.
     quant_noise : noise after each backbone ReLU6 while training, in units of int8 rounding
         noise (see ecgedge.train.models.with_quantization_noise); 0 for none.
+    int8_grid : after training, round the backbone's kernels to the int8 grid
+        (ecgedge.train.int8_grid): the saved float model then holds the very weights of its int8
+        conversion. False: plain float kernels.
+    int8_grid_epochs : with int8_grid, epochs that first train the kernels onto the grid
+        (straight-through); 0: round only (the default: on mitdb-rhythm4 the epochs, picked by
+        a few validation patients, lost accuracy on the test patients).
     augment : AugmentConfig as dict (default: AugmentConfig()), or None for no augmentation.
     paper_n_windows : size of the paper protocol's balanced subset.
     baselines : also run the SVM and RR baselines on the same folds.
@@ -86,6 +92,8 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 3
     quant_noise: float = 0.0
+    int8_grid: bool = True
+    int8_grid_epochs: int = 0
     augment: object = field(default_factory=lambda: AugmentConfig().to_dict())
     paper_n_windows: int = protocols.PAPER_N_WINDOWS
     baselines: bool = True
@@ -98,9 +106,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "paper_n_windows"):
             if int(getattr(self, name)) < 1:
                 raise EcgEdgeError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("head_epochs", "patience"):
+        for name in ("head_epochs", "patience", "int8_grid_epochs"):
             if int(getattr(self, name)) < 0:
                 raise EcgEdgeError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if int(self.int8_grid_epochs) > 0 and not self.int8_grid:
+            raise EcgEdgeError("int8_grid_epochs trains kernels onto the int8 grid; it needs int8_grid")
         if self.max_per_class is not None and int(self.max_per_class) < 1:
             raise EcgEdgeError(f"max_per_class must be >= 1, got {self.max_per_class}")
         if not float(self.quant_noise) >= 0:
@@ -183,7 +193,7 @@ def _epoch_scores(model, images, val, y_val, class_names):
     return loss, m["accuracy"], m["macro_f1"]
 
 
-def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label="model"):
+def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label="model", before_int8_grid=None):
     """Train one fresh model on ``train`` windows with early stopping on ``val`` macro-F1.
 
     Parameters
@@ -197,13 +207,18 @@ def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label
     seed : int seeding weights, dropout and the epochs' sampling and augmentation.
     progress : Keras progress bars and one line per epoch on stderr.
     label : name of the model in the log lines.
+    before_int8_grid : with ``cfg.int8_grid``, called with the trained model while its kernels
+        are still plain float (to evaluate what the rounding costs).
 
     Returns
     -------
     (model, history): the model with the weights of its best validation epoch, and a dict of
     per-epoch lists (loss, accuracy, val_loss, val_accuracy, val_macro_f1, train_images_per_s --
     model.fit alone --, epoch_seconds -- images, augmentation, fit and validation) plus
-    best_epoch (1-based).
+    best_epoch (1-based). With ``cfg.int8_grid`` the backbone's kernels end on the int8 grid
+    (:func:`_int8_grid_phase`); the history then holds ``int8_grid_val_macro_f1`` (of the
+    kernels just rounded) and, with ``cfg.int8_grid_epochs``, continues with those epochs from
+    ``int8_grid_from_epoch`` on.
     """
     import keras
 
@@ -220,32 +235,71 @@ def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label
     augment = None if cfg.augment is None else AugmentConfig(**cfg.augment)
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                                "train_images_per_s", "epoch_seconds")}
-    best_score, best_weights, best_epoch, waited = -np.inf, None, 0, 0
-    for epoch in range(cfg.epochs):
-        epoch_started = time.perf_counter()
-        _learning_phase(model, cfg, epoch)
-        xb, yb = epoch_batch(x_train, y_train, data.fs, data.spec, seed, epoch, cfg.max_per_class, augment)
-        started = time.perf_counter()
-        fitted = model.fit(xb, yb, batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=_keras_verbosity(progress),
-                           class_weight=balanced_class_weights(yb, len(class_names)))
-        history["train_images_per_s"].append(len(xb) / (time.perf_counter() - started))
-        history["loss"].append(float(fitted.history["loss"][0]))
-        history["accuracy"].append(float(fitted.history["accuracy"][0]))
-        for key, value in zip(("val_loss", "val_accuracy", "val_macro_f1"),
-                              _epoch_scores(model, images, val, y_val, class_names)):
-            history[key].append(value)
-        history["epoch_seconds"].append(time.perf_counter() - epoch_started)
-        _log(progress, f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {history['loss'][-1]:.4f}, "
-                       f"val macro-F1 {history['val_macro_f1'][-1]:.4f}")
-        if history["val_macro_f1"][-1] > best_score:
-            best_score, best_weights, best_epoch, waited = history["val_macro_f1"][-1], model.get_weights(), epoch + 1, 0
-        else:
-            waited += 1
-            if waited > cfg.patience:
-                break
-    model.set_weights(best_weights)
-    history["best_epoch"] = best_epoch
+
+    def run_epochs(net, epochs, first_epoch, learning_phase, best):
+        """Fit ``net`` epoch by epoch; ``best`` = [score, weights, epoch], updated in place."""
+        waited = 0
+        for epoch in range(first_epoch, first_epoch + epochs):
+            epoch_started = time.perf_counter()
+            learning_phase(epoch)
+            xb, yb = epoch_batch(x_train, y_train, data.fs, data.spec, seed, epoch, cfg.max_per_class, augment)
+            started = time.perf_counter()
+            fitted = net.fit(xb, yb, batch_size=cfg.batch_size, epochs=1, shuffle=False,
+                             verbose=_keras_verbosity(progress),
+                             class_weight=balanced_class_weights(yb, len(class_names)))
+            history["train_images_per_s"].append(len(xb) / (time.perf_counter() - started))
+            history["loss"].append(float(fitted.history["loss"][0]))
+            history["accuracy"].append(float(fitted.history["accuracy"][0]))
+            for key, value in zip(("val_loss", "val_accuracy", "val_macro_f1"),
+                                  _epoch_scores(net, images, val, y_val, class_names)):
+                history[key].append(value)
+            history["epoch_seconds"].append(time.perf_counter() - epoch_started)
+            _log(progress, f"{label} epoch {epoch + 1}/{first_epoch + epochs}: loss {history['loss'][-1]:.4f}, "
+                           f"val macro-F1 {history['val_macro_f1'][-1]:.4f}")
+            if history["val_macro_f1"][-1] > best[0]:
+                best[:], waited = [history["val_macro_f1"][-1], net.get_weights(), epoch + 1], 0
+            else:
+                waited += 1
+                if waited > cfg.patience:
+                    break
+
+    best = [-np.inf, None, 0]
+    run_epochs(model, cfg.epochs, 0, lambda epoch: _learning_phase(model, cfg, epoch), best)
+    model.set_weights(best[1])
+    history["best_epoch"] = best[2]
+    if cfg.int8_grid:
+        if before_int8_grid is not None:
+            before_int8_grid(model)
+        _int8_grid_phase(model, run_epochs, cfg, images, val, y_val, class_names, history, progress, label)
     return model, history
+
+
+def _int8_grid_phase(model, run_epochs, cfg, images, val, y_val, class_names, history, progress, label):
+    """Round ``model``'s backbone kernels to the int8 grid (:mod:`ecgedge.train.int8_grid`).
+
+    With ``cfg.int8_grid_epochs``, candidates are the trained model with its kernels just
+    rounded, then each grid epoch (at a tenth of the last learning rate: a fresh optimizer at the
+    full rate undid the training on mitdb-rhythm4); the best validation macro-F1 wins.
+    """
+    from ecgedge.train.int8_grid import grid_model, snap_into
+
+    twin, pairs = grid_model(model)
+    score = _epoch_scores(twin, images, val, y_val, class_names)[2]
+    _log(progress, f"{label} kernels on the int8 grid: val macro-F1 {score:.4f}")
+    history["int8_grid_val_macro_f1"] = score
+    if cfg.int8_grid_epochs:
+        first_epoch = len(history["loss"])
+        best = [score, twin.get_weights(), history["best_epoch"]]
+
+        def learning_phase(epoch):
+            if epoch == first_epoch:
+                set_backbone_trainable(twin, get_backbone(cfg.backbone), cfg.fine_tune)
+                _compile(twin, (cfg.fine_tune_learning_rate if cfg.fine_tune else cfg.learning_rate) / 10)
+
+        run_epochs(twin, cfg.int8_grid_epochs, first_epoch, learning_phase, best)
+        twin.set_weights(best[1])
+        history.update(int8_grid_from_epoch=first_epoch, best_epoch=best[2])
+    snap_into(pairs)
 
 
 def evaluate_model(model, images, positions, y, class_names):
@@ -309,9 +363,12 @@ def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress, int8_eval=No
         result = runs.load_fold(run_dir, name)
         if result is None:
             started = time.perf_counter()
-            model, history = fit_model(data, images, fold.train, fold.val, cfg, scaling,
-                                       derived_seed(cfg.seed, 1, fold.index), progress, f"fold {fold.index}")
+            plain = {}
+            model, history = fit_model(
+                data, images, fold.train, fold.val, cfg, scaling, derived_seed(cfg.seed, 1, fold.index), progress,
+                f"fold {fold.index}", lambda m: plain.update(_plain_kernels(m, images, fold.test, data)))
             result = evaluate_model(model, images, fold.test, data.y, list(data.class_names))
+            result.update(plain)
             result.update(fold=fold.index, test=fold.test.tolist(), n_train=len(fold.train),
                           n_val=len(fold.val), history=history, seconds=time.perf_counter() - started)
             if int8_eval is not None:
@@ -319,6 +376,12 @@ def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress, int8_eval=No
             runs.save_fold(run_dir, name, result)
         results.append(result)
     return results
+
+
+def _plain_kernels(model, images, positions, data):
+    """{"plain_kernels": the model's test predictions and metrics before its int8 grid rounding}."""
+    result = evaluate_model(model, images, positions, data.y, list(data.class_names))
+    return {"plain_kernels": {"y_pred": result["y_pred"], "metrics": result["metrics"]}}
 
 
 def split_records(data, parts):
@@ -335,7 +398,9 @@ def deployable_model(run_dir, data, images, cfg, scaling, progress):
         return result
     train, val, test = parts
     started = time.perf_counter()
-    model, history = fit_model(data, images, train, val, cfg, scaling, derived_seed(cfg.seed, 2), progress, "deploy")
+    plain = {}
+    model, history = fit_model(data, images, train, val, cfg, scaling, derived_seed(cfg.seed, 2), progress, "deploy",
+                               lambda m: plain.update(_plain_kernels(m, images, test, data)))
     class_names = list(data.class_names)
     result = {
         "split": {name: {"records": len(set(data.record[p].tolist())), "windows": len(p),
@@ -345,6 +410,7 @@ def deployable_model(run_dir, data, images, cfg, scaling, progress):
         "val": evaluate_model(model, images, val, data.y, class_names)["metrics"],
         "test": evaluate_model(model, images, test, data.y, class_names),
         "seconds": time.perf_counter() - started,
+        **plain,
     }
     model.save(run_dir / "model.keras")
     runs.save_fold(run_dir, "deploy", result)
@@ -435,6 +501,12 @@ def _cv_tables(cnn, baselines, class_names):
         tables["cnn_int8"] = report.cross_validation_metrics(int8, class_names)
         tables["cnn_int8"]["agreement_with_float"] = float(
             np.mean(np.concatenate([r["int8"]["y_pred"] for r in cnn]) == np.concatenate([r["y_pred"] for r in cnn])))
+    if cnn and all("plain_kernels" in r for r in cnn):
+        plain = [{**r, "y_pred": r["plain_kernels"]["y_pred"]} for r in cnn]
+        tables["cnn_plain_kernels"] = report.cross_validation_metrics(plain, class_names)
+        if "cnn_int8" in tables:
+            tables["cnn_int8"]["agreement_with_plain_kernels"] = float(np.mean(
+                np.concatenate([r["int8"]["y_pred"] for r in cnn]) == np.concatenate([p["y_pred"] for p in plain])))
     for name, folds in baselines.items():
         tables[name] = report.cross_validation_metrics(folds, class_names)
     return tables
@@ -477,6 +549,7 @@ def assemble_metrics(config, data, folds, cnn, baselines, deploy):
             "best_epoch": deploy["history"]["best_epoch"],
             "val": deploy["val"],
             "test": deploy["test"]["metrics"],
+            **({"test_plain_kernels": deploy["plain_kernels"]["metrics"]} if "plain_kernels" in deploy else {}),
         },
         "timing": _timing(cnn, deploy),
         "config": config,
