@@ -2,7 +2,8 @@
 
 Per window, on one core (TensorFlow intra/inter-op threads 1, interpreter ``num_threads=1``):
 
-- DSP alone: ``window_image`` (resampling, three STFTs, standardisation);
+- DSP alone: ``Classifier.preprocess`` (resampling, standardisation, three STFTs and, for a
+  bundle with a rhythm head, the beat detection and rhythm features);
 - Keras float model through ``tf.function`` at batch 1 (on a GPU when TensorFlow sees one);
 - TFLite float32 and TFLite int8 through the device runtime (``Classifier``).
 
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from ecgedge.device.benchmark import _stats, _timed, synthetic_ecg
-from ecgedge.device.dsp import window_image
 from ecgedge.device.errors import EcgEdgeError
 
 FS = 360.0
@@ -50,17 +50,25 @@ def _timed_after_warmup(fn, args_list, warmup):
     return _timed(fn, args_list[warmup:])
 
 
-def keras_reference(run_dir, windows, fs, cfg, warmup):
-    """Keras float model of ``run_dir`` via tf.function at batch 1: invoke and end-to-end stats."""
+def keras_reference(run_dir, windows, fs, classifier, warmup):
+    """Keras float model of ``run_dir`` via tf.function at batch 1: invoke and end-to-end stats.
+
+    End to end is the device's job with Keras in place of the interpreter: the same numpy DSP
+    (``classifier.preprocess``) and, with a rhythm head, the same trees and combination.
+    """
     from ecgedge.convert.rundir import load_keras_model
 
     tf = single_core_tensorflow()
     model = load_keras_model(run_dir / "model.keras")
     call = tf.function(lambda x: model(x, training=False))
-    images = [(tf.constant(window_image(w, fs, cfg)[None]),) for w in windows]
+    images = [(tf.constant(classifier.preprocess(w, fs)[0][None]),) for w in windows]
     invoke = _timed_after_warmup(lambda x: call(x).numpy(), images, warmup)
-    e2e = _timed_after_warmup(lambda w: call(tf.constant(window_image(w, fs, cfg)[None])).numpy(),
-                              [(w,) for w in windows], warmup)
+
+    def end_to_end(window):
+        image, features = classifier.preprocess(window, fs)
+        return classifier.with_rhythm(call(tf.constant(image[None])).numpy()[0], features)
+
+    e2e = _timed_after_warmup(end_to_end, [(w,) for w in windows], warmup)
     gpus = tf.config.list_physical_devices("GPU")
     return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "device": "GPU" if gpus else "CPU",
             "model": str(run_dir / "model.keras")}, call
@@ -68,7 +76,7 @@ def keras_reference(run_dir, windows, fs, cfg, warmup):
 
 def runtime_timings(classifier, windows, fs, warmup):
     """A bundle's Classifier (one thread) on ``windows``: invoke and end-to-end stats."""
-    inputs = [(classifier.model_input(window_image(w, fs, classifier.cfg)),) for w in windows]
+    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
     invoke = _timed_after_warmup(classifier.invoke, inputs, warmup)
     e2e = _timed_after_warmup(lambda w: classifier.classify_window(w, fs), [(w,) for w in windows], warmup)
     return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "bytes": classifier.bundle.manifest["bytes"],
@@ -163,9 +171,9 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     timings, throughput = {}, {}
     classifier = Classifier(bundle, num_threads=1)
     windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
-    images = [window_image(w, fs, classifier.cfg) for w in windows[:batch]]
-    timings["dsp"] = _stats(_timed_after_warmup(lambda w: window_image(w, fs, classifier.cfg),
-                                                [(w,) for w in windows], warmup))
+    images = [classifier.preprocess(w, fs)[0] for w in windows[:batch]]
+    timings["dsp"] = _stats(_timed_after_warmup(lambda w: classifier.preprocess(w, fs), [(w,) for w in windows],
+                                                warmup))
     timings["tflite_int8"] = runtime_timings(classifier, windows, fs, warmup)
     throughput["tflite_int8"] = tflite_throughput(classifier, images, batch)
     if float_bundle is not None:
@@ -173,7 +181,7 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
         timings["tflite_float32"] = runtime_timings(float_classifier, windows, fs, warmup)
         throughput["tflite_float32"] = tflite_throughput(float_classifier, images, batch)
     if run_dir is not None:
-        timings["keras_float"], call = keras_reference(Path(run_dir), windows, fs, classifier.cfg, warmup)
+        timings["keras_float"], call = keras_reference(Path(run_dir), windows, fs, classifier, warmup)
         throughput["keras_float"] = keras_throughput(call, images, batch)
     results = {"windows": {"n": n, "warmup": warmup, "fs": fs, "seed": seed, "batch": batch, "threads": 1},
                "timings": timings, "ratios": ratios(timings), "throughput_windows_per_s": throughput}

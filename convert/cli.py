@@ -86,3 +86,6 @@ def export_c_cmd(bundle, out_dir, name):
     result = export_c(bundle, out_dir, name)
     click.echo(f"wrote {result['header']} and {result['source']} ({result['bytes']} bytes)")
     click.echo(result["arena"]["message"])
+    if result["rhythm_head"]:
+        click.echo("note: the bundle's rhythm head (numpy trees) is not exported to C; a microcontroller "
+                   "running this array decides with the CNN alone, as 'CNN alone' in the run's report")

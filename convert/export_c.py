@@ -153,7 +153,9 @@ def export_c(bundle_path, out_dir=None, name="ecgedge_model"):
 
     Returns
     -------
-    dict: header, source (paths as str), bytes (int), arena (see :func:`measure_arena`).
+    dict: header, source (paths as str), bytes (int), arena (see :func:`measure_arena`),
+    rhythm_head (bool): whether the bundle has a rhythm head, which the C export does not carry
+    (the microcontroller decides with the CNN alone; the command says so).
     """
     bundle = load_bundle(bundle_path)
     data = bundle.model_path.read_bytes()
@@ -165,5 +167,6 @@ def export_c(bundle_path, out_dir=None, name="ecgedge_model"):
     header, source = out / f"{name}.h", out / f"{name}.cc"
     header.write_text(header_text(name, bundle.manifest, len(data), arena))
     source.write_text(source_text(name, data))
-    return {"header": str(header), "source": str(source), "bytes": len(data), "arena": arena}
+    return {"header": str(header), "source": str(source), "bytes": len(data), "arena": arena,
+            "rhythm_head": bundle.rhythm_head_path is not None}
 

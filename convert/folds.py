@@ -22,8 +22,8 @@ def fold_int8_evaluator(n_representative, seed=0):
     n_representative : calibration windows, class-balanced from the fold's training windows.
     seed : seeds the calibration draw.
 
-    The returned dict holds ``y_pred`` (int8 predictions of the fold's test windows, in
-    ``fold.test`` order), ``agreement`` (top-1, with the float predictions) and ``bytes``.
+    The returned dict holds ``y_pred`` and ``proba`` (int8 predictions and dequantized scores of
+    the fold's test windows, in ``fold.test`` order), ``agreement`` (top-1, with the float predictions) and ``bytes``.
     """
 
     def evaluate(model, images, fold, y, float_pred):
@@ -31,9 +31,11 @@ def fold_int8_evaluator(n_representative, seed=0):
                                                      n_classes=model.output_shape[-1]))]
         calibration = np.asarray([images[i] for i in picked], dtype=np.float32)
         model_content = keras_to_tflite(model, "int8", calibration)
-        y_pred = predict(model_content, (images[i] for i in fold.test)).argmax(axis=1)
+        proba = predict(model_content, (images[i] for i in fold.test))
+        y_pred = proba.argmax(axis=1)
         return {
             "y_pred": y_pred.astype(int).tolist(),
+            "proba": np.round(proba.astype(np.float64), 6).tolist(),
             "agreement": float(np.mean(y_pred == np.asarray(float_pred))),
             "bytes": len(model_content),
             "n_representative": len(picked),

@@ -58,6 +58,8 @@ class PipelineConfig:
     max_per_class : training windows per class per epoch (class-balanced epochs).
     fine_tune_learning_rate : Adam learning rate once the backbone is unfrozen.
     patience : epochs without a better validation macro-F1 before stopping.
+    rhythm_head : also train the rhythm head (ecgedge.train.rhythm_head); the bundle carries it and
+        the device combines it with the CNN.
     int8_grid, int8_grid_epochs : round the backbone's kernels to the int8 grid after
         training, after that many epochs that train them onto it (ecgedge.train.int8_grid).
     baselines : also cross-validate the SVM and RR-interval baselines.
@@ -81,6 +83,7 @@ class PipelineConfig:
     patience: int = 3
     int8_grid: bool = True
     int8_grid_epochs: int = 0
+    rhythm_head: bool = True
     baselines: bool = True
     augment: bool = True
     records: tuple = ()
@@ -103,7 +106,7 @@ class PipelineConfig:
             "n_folds": self.n_folds, "max_per_class": self.max_per_class, "records": list(self.records),
             "baselines": self.baselines, "patience": self.patience,
             "fine_tune_learning_rate": self.fine_tune_learning_rate,
-            "int8_grid": self.int8_grid, "int8_grid_epochs": self.int8_grid_epochs,
+            "int8_grid": self.int8_grid, "int8_grid_epochs": self.int8_grid_epochs, "rhythm_head": self.rhythm_head,
             "augment": AugmentConfig().to_dict() if self.augment else None,
         }
 
@@ -418,17 +421,23 @@ def _scores(m):
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
+CV_MODELS = ("cnn_rhythm_int8", "cnn_rhythm", "cnn_int8", "cnn", "cnn_plain_kernels", "rhythm_head",
+             "svm_imagenet", "rr_gbm")
+"""The cross-validated models of a run, the device's decision (int8 CNN + rhythm head) first."""
+
+
 def cross_validation_summary(run_metrics):
     """Accuracy and macro-F1 of the CNN and each baseline, pooled out-of-fold, with fold mean/sd."""
     cv = run_metrics["cv"]
     out = {"n_folds": cv["n_folds"], "n_windows": cv["n_windows"]}
-    for name in ("cnn", "cnn_plain_kernels", "cnn_int8", "svm_imagenet", "rr_gbm"):
+    for name in CV_MODELS:
         if name in cv:
             out[name] = {**_scores(cv[name]), "fold_accuracy": cv[name]["fold_accuracy"],
-                         "fold_macro_f1": cv[name]["fold_macro_f1"]}
-    for key in ("agreement_with_float", "agreement_with_plain_kernels"):
-        if key in cv.get("cnn_int8", {}):
-            out["cnn_int8"][key] = cv["cnn_int8"][key]
+                         "fold_macro_f1": cv[name]["fold_macro_f1"],
+                         "recall": {c: v["recall"] for c, v in cv[name]["per_class"].items()}}
+            for key in ("agreement_with_float", "agreement_with_plain_kernels"):
+                if key in cv[name]:
+                    out[name][key] = cv[name][key]
     return out
 
 
@@ -445,14 +454,26 @@ def device_summary(reports, verify_int8):
         "macro_f1": next(iter(reports.values()))["macro_f1"] if len(reports) == 1 else None,
         "confusion": confusion.tolist(),
         "skipped": {name: r["skipped"] for name, r in reports.items()},
-        "verify_int8_accuracy": verify_int8["accuracy"]["tflite"],
+        # the device decides with the rhythm head when the bundle has one
+        "verify_int8_accuracy": verify_int8.get("with_rhythm_head", verify_int8)["accuracy"]["tflite"],
         "verify_n_windows": verify_int8["n"],
     }
 
 
+def _with_rhythm_head(deploy, verify_int8):
+    """The deployable model's test scores with its rhythm head, float and int8 (empty without a head)."""
+    if "with_rhythm_head" not in verify_int8:
+        return {}
+    return {"float_with_rhythm_head": _scores(deploy["test_combined"]),
+            "int8_with_rhythm_head": {"accuracy": verify_int8["with_rhythm_head"]["accuracy"]["tflite"]}}
+
+
 def _agreement(report):
-    return {k: report[k] for k in ("n", "agreement", "threshold", "passed", "relative_rms_error")} | {
+    out = {k: report[k] for k in ("n", "agreement", "threshold", "passed", "relative_rms_error")} | {
         "accuracy_float": report["accuracy"]["float"], "accuracy_tflite": report["accuracy"]["tflite"]}
+    if "with_rhythm_head" in report:
+        out["with_rhythm_head_agreement"] = report["with_rhythm_head"]["agreement"]
+    return out
 
 
 def assemble_metrics(ctx, command):
@@ -474,6 +495,7 @@ def assemble_metrics(ctx, command):
                           "float": _scores(run.metrics["deploy"]["test"]),
                           **({"float_plain_kernels": _scores(run.metrics["deploy"]["test_plain_kernels"])}
                              if "test_plain_kernels" in run.metrics["deploy"] else {}),
+                          **_with_rhythm_head(run.metrics["deploy"], verify["int8"]),
                           "int8": {"accuracy": verify["int8"]["accuracy"]["tflite"]}},
         "int8_vs_float": _agreement(verify["int8"]),
         "float32_vs_float": _agreement(verify["float32"]),
@@ -536,9 +558,12 @@ def summary_lines(metrics):
     """A few lines for the terminal: the protocol's numbers, int8 agreement, device, latency."""
     cv, test = metrics["cross_validation"], metrics["held_out_test"]
     lat = metrics["latency"]["int8"]
+    device = cv.get("cnn_rhythm_int8")
     return [
         f"{metrics['protocol']} protocol CV ({cv['n_folds']} folds, {cv['n_windows']} windows): "
-        f"accuracy {cv['cnn']['accuracy']:.4f}, macro-F1 {cv['cnn']['macro_f1']:.4f}"
+        + (f"int8 CNN + rhythm head (the device) accuracy {device['accuracy']:.4f}, macro-F1 "
+           f"{device['macro_f1']:.4f}; CNN alone " if device else "")
+        + f"accuracy {cv['cnn']['accuracy']:.4f}, macro-F1 {cv['cnn']['macro_f1']:.4f}"
         + (f"; int8 accuracy {cv['cnn_int8']['accuracy']:.4f}, macro-F1 {cv['cnn_int8']['macro_f1']:.4f}, "
            f"agreement {cv['cnn_int8']['agreement_with_float']:.4f}" if "cnn_int8" in cv else ""),
         f"held-out test records ({test['windows']} windows): float {test['float']['accuracy']:.4f}, "
@@ -573,6 +598,9 @@ def _default(name):
 @click.option("--representative", "n_representative", type=click.IntRange(min=1), default=None,
               help=f"int8 calibration windows [default: {_default('n_representative')}].")
 @click.option("--seed", type=int, default=None, help=f"[default: {_default('seed')}]")
+@click.option("--rhythm-head/--no-rhythm-head", default=None,
+              help="Train the rhythm head (gradient boosting on the beats the device detects) and combine it "
+                   f"with the CNN on the device [default: {_default('rhythm_head')}].")
 @click.option("--int8-grid/--no-int8-grid", default=None,
               help="Round the backbone's kernels to the int8 grid after training, so the float model "
                    f"holds its int8 conversion's weights [default: {_default('int8_grid')}].")
@@ -585,7 +613,7 @@ def _default(name):
                    f"{QUICK['n_folds']} folds, {QUICK['n_representative']} calibration windows.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_tune, n_folds, max_per_class,
-             records, n_representative, seed, int8_grid, int8_grid_epochs, no_baselines, quick, force):
+             records, n_representative, seed, rhythm_head, int8_grid, int8_grid_epochs, no_baselines, quick, force):
     """The main job: data -> train -> int8 bundle -> verify -> device eval -> report, into --out.
 
     Writes OUT/bundle (model.tflite + model.json), OUT/metrics.json and OUT/report.md with PNG
@@ -597,7 +625,8 @@ def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_
     cfg = pipeline_config(
         quick, task=task, weights=weights, backbone=backbone, protocol=protocol, epochs=epochs,
         fine_tune=fine_tune, n_folds=n_folds, max_per_class=max_per_class, seed=seed,
-        n_representative=n_representative, int8_grid=int8_grid, int8_grid_epochs=int8_grid_epochs,
+        n_representative=n_representative, rhythm_head=rhythm_head, int8_grid=int8_grid,
+        int8_grid_epochs=int8_grid_epochs,
         baselines=False if no_baselines else None,
         records=tuple(r for r in records.split(",") if r) if records else None,
     )

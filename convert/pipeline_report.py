@@ -12,11 +12,14 @@ from ecgedge.train.report import _pyplot, plot_confusion_matrices
 
 PLOTS = ("confusion_float_int8.png", "examples.png", "latency.png")
 LATENCY_PARTS = (("dsp", "DSP"), ("invoke", "invoke"), ("end_to_end", "end to end"))
-MODEL_NAMES = {"cnn": "MobileNet CNN (float)",
-               "cnn_plain_kernels": "MobileNet CNN (float, before rounding its kernels to the int8 grid)",
-               "cnn_int8": "MobileNet CNN, each fold converted to int8",
+MODEL_NAMES = {"cnn_rhythm_int8": "**the device**: int8 CNN + rhythm head, each fold converted",
+               "cnn_rhythm": "CNN + rhythm head (float)",
+               "cnn_int8": "MobileNet CNN alone, each fold converted to int8",
+               "cnn": "MobileNet CNN alone (float)",
+               "cnn_plain_kernels": "MobileNet CNN alone (float, before rounding its kernels to the int8 grid)",
+               "rhythm_head": "rhythm head alone (gradient boosting on the beats the device detects)",
                "svm_imagenet": "SVM on ImageNet features (paper's recipe)",
-               "rr_gbm": "RR intervals + gradient boosting"}
+               "rr_gbm": "RR intervals + gradient boosting (reads reference beats and their types)"}
 
 
 def _read(path):
@@ -139,14 +142,21 @@ def results_section(metrics):
     cv, test = metrics["cross_validation"], metrics["held_out_test"]
     heading = ("Patient-wise results (records protocol)" if metrics["protocol"] == "records"
                else f"Results ({metrics['protocol']} protocol)")
+    classes = metrics["bundle"]["classes"]
     lines = [f"## {heading}", "", f"Cross-validation: {metrics['protocol_note']}; {cv['n_folds']} folds, "
              f"{cv['n_windows']} windows, out-of-fold predictions pooled.", "",
-             "| model | accuracy | macro-F1 | fold accuracy (mean ± sd) |", "| --- | ---: | ---: | ---: |"]
+             f"| model | accuracy | macro-F1 | recall {' / '.join(classes)} | fold accuracy (mean ± sd) |",
+             "| --- | ---: | ---: | --- | ---: |"]
     for key, name in MODEL_NAMES.items():
         if key in cv:
             m = cv[key]
-            lines.append(f"| {name} | {_pct(m['accuracy'])} | {m['macro_f1']:.4f} | "
+            recall = " / ".join(f"{m['recall'][c]:.2f}" for c in classes) if "recall" in m else "-"
+            lines.append(f"| {name} | {_pct(m['accuracy'])} | {m['macro_f1']:.4f} | {recall} | "
                          f"{_pct(m['fold_accuracy']['mean'])} ± {_pct(m['fold_accuracy']['sd'])} |")
+    if "cnn_rhythm_int8" in cv:
+        lines += ["", f"The device's decision combines the int8 CNN's class probabilities with the rhythm head's "
+                      f"(geometric mean); it agrees with the float CNN + rhythm head on "
+                      f"{_pct(cv['cnn_rhythm_int8']['agreement_with_float'])} of the windows."]
     if "cnn_int8" in cv:
         lines += ["", f"Each fold's model converted to int8 (calibrated on that fold's training windows) "
                       f"agrees with its float self on {_pct(cv['cnn_int8']['agreement_with_float'])} of the "
@@ -160,7 +170,11 @@ def results_section(metrics):
                   f"{_pct(test['int8']['accuracy'])}"
                   + (f"; before its kernels were rounded to the int8 grid the float model scored "
                      f"{_pct(test['float_plain_kernels']['accuracy'])} (macro-F1 "
-                     f"{test['float_plain_kernels']['macro_f1']:.4f})." if "float_plain_kernels" in test else "."), ""]
+                     f"{test['float_plain_kernels']['macro_f1']:.4f})." if "float_plain_kernels" in test else ".")
+                  + (f" With the rhythm head: float {_pct(test['float_with_rhythm_head']['accuracy'])} (macro-F1 "
+                     f"{test['float_with_rhythm_head']['macro_f1']:.4f}), int8 (the device) "
+                     f"{_pct(test['int8_with_rhythm_head']['accuracy'])}." if "int8_with_rhythm_head" in test else ""),
+          ""]
     return lines
 
 
@@ -171,7 +185,9 @@ def quantization_section(metrics):
         "## int8 vs float", "",
         f"Top-1 agreement of the int8 bundle with the float Keras model on the {q['n']} held-out windows: "
         f"{_pct(q['agreement'])} ({verdict} the {_pct(q['threshold'])} threshold); relative RMS error of the "
-        f"scores {q['relative_rms_error']:.4f}. The float32 bundle agrees {_pct(f['agreement'])}.", "",
+        f"scores {q['relative_rms_error']:.4f}. The float32 bundle agrees {_pct(f['agreement'])}."
+        + (f" With the rhythm head, the device's decisions agree with the float model's on "
+           f"{_pct(q['with_rhythm_head_agreement'])}." if "with_rhythm_head_agreement" in q else ""), "",
         "![confusion matrices, float vs int8](confusion_float_int8.png)", "",
     ]
 

@@ -24,6 +24,7 @@ from ecgedge.convert.tflite import QUANT_MODES, keras_to_tflite
 from ecgedge.convert.tflite_model import conv_weight_channel_scales, parse_model
 from ecgedge.device.bundle import write_bundle
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.train.rhythm_head import HEAD_FILE
 
 DEFAULT_REPRESENTATIVE = 1000
 
@@ -209,7 +210,7 @@ def quantize_run(run_dir, out_dir, quant="int8", n_representative=DEFAULT_REPRES
     Parameters
     ----------
     run_dir : folder written by ``ecgedge train`` (model.keras, config.json, split.json,
-        metrics.json).
+        metrics.json; rhythm_head.npz, when there, goes into the bundle).
     out_dir : bundle folder to write (created).
     quant : "int8" (full integer, int8 input and output), "float16" or "float32".
     n_representative : calibration windows for int8, drawn class-balanced from the training
@@ -232,4 +233,5 @@ def quantize_run(run_dir, out_dir, quant="int8", n_representative=DEFAULT_REPRES
     if quant == "int8":
         check_per_channel(tflite_bytes)
     manifest = build_manifest(run.task, quant, tflite_bytes, run.metrics, representative)
-    return write_bundle(out_dir, tflite_bytes, manifest)
+    head = run.path / HEAD_FILE
+    return write_bundle(out_dir, tflite_bytes, manifest, head.read_bytes() if head.is_file() else None)

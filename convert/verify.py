@@ -3,7 +3,9 @@
 Both run on the held-out (test split) windows of the run, the images made by the device's
 ``window_image``; the TFLite model runs through the device's own ``Classifier`` with the manifest's
 input/output quantization. The report gives top-1 agreement, the accuracy and confusion matrix of each, the
-relative RMS error of the scores and the windows whose scores differ most.
+relative RMS error of the scores and the windows whose scores differ most. For a bundle with a
+rhythm head, ``with_rhythm_head`` compares the decisions the device makes (model and rhythm head
+combined) with those of the float model combined with the same head.
 """
 
 import numpy as np
@@ -12,6 +14,8 @@ from ecgedge.convert import rundir
 from ecgedge.convert.runtime import model_io
 from ecgedge.device.bundle import load_bundle
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.rhythm import combine
+from ecgedge.device.trees import load_trees
 from ecgedge.train.train import predict_proba
 
 DEFAULT_THRESHOLD = 0.98
@@ -167,6 +171,11 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     tflite_scores = device_scores(bundle, images)
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)
+    if bundle.rhythm_head_path is not None:
+        head = load_trees(bundle.rhythm_head_path).predict_proba(rundir.rhythm_features_of(windows, bundle.spectrogram))
+        combined = compare(combine(float_scores, head), combine(tflite_scores, head), windows.y, bundle.classes,
+                           windows.record, windows.start_s, threshold=threshold, top_k=0)
+        report["with_rhythm_head"] = {k: combined[k] for k in ("n", "agreement", "passed", "accuracy", "confusion")}
     report.update(bundle=str(bundle.path), run=str(run.path), quantization=bundle.manifest["quantization"],
                   split=split)
     return report
@@ -192,6 +201,11 @@ def format_report(report):
         f"(delta {acc['delta']:+.4f})",
         f"scores: relative RMS error {report['relative_rms_error']:.4f}, max |diff| {report['max_abs_diff']:.4f}",
     ]
+    if "with_rhythm_head" in report:
+        r = report["with_rhythm_head"]
+        lines.append(f"with the rhythm head (the device's decisions): agreement {r['agreement']:.4f}, accuracy "
+                     f"float {r['accuracy']['float']:.4f}, {report.get('quantization', 'tflite')} "
+                     f"{r['accuracy']['tflite']:.4f}")
     for name in ("float", "tflite"):
         lines += ["", f"confusion ({name}; rows true, columns predicted):"]
         lines += _matrix_lines(report["confusion"][name], report["classes"])

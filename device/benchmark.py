@@ -6,8 +6,6 @@ import time
 
 import numpy as np
 
-from ecgedge.device.dsp import window_image
-
 
 def synthetic_ecg(n, fs, seed):
     """Seeded ECG-like signal: ndarray of shape (n,), float64, mV (spikes at ~75 bpm, wander, noise)."""
@@ -65,12 +63,11 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
     hop = max(int(round(classifier.hop_s * fs)), 1)
     signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
     windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
-    cfg = classifier.cfg
     for w in windows[:warmup]:
         classifier.classify_window(w, fs)
     timed = windows[warmup:]
-    dsp_ms = _timed(lambda w: window_image(w, fs, cfg), [(w,) for w in timed])
-    inputs = [(classifier.model_input(window_image(w, fs, cfg)),) for w in timed]
+    dsp_ms = _timed(lambda w: classifier.preprocess(w, fs), [(w,) for w in timed])
+    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in timed]
     invoke_ms = _timed(classifier.invoke, inputs)
     e2e_ms = _timed(lambda w: classifier.classify_window(w, fs), [(w,) for w in timed])
     median_s = float(np.median(e2e_ms)) / 1e3

@@ -1,5 +1,7 @@
 """The model bundle: ``model.tflite`` plus ``model.json``, a manifest that says everything the
-device needs (DSP, rates, window, classes, quantization) and the hash of the model.
+device needs (DSP, rates, window, classes, quantization) and the hash of the model; and, when
+the run trained one, ``rhythm_head.npz``, the trees the device combines with the model (format
+version 2; version 1 bundles have no rhythm head and still load).
 
 ``convert`` writes bundles with :func:`write_bundle`; the device reads them with
 :func:`load_bundle`, which refuses a missing file, a hash mismatch or another format version.
@@ -12,10 +14,13 @@ from pathlib import Path
 
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.rhythm import COMBINE_RULE, FEATURE_NAMES
 
 FORMAT = "ecgedge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODEL_FILE = "model.tflite"
+RHYTHM_HEAD_FILE = "rhythm_head.npz"
 MANIFEST_FILE = "model.json"
 
 # Keys every manifest has; write_bundle fills format, format_version, model_file, sha256, bytes.
@@ -68,23 +73,40 @@ class Bundle:
         return float(self.manifest["hop_s"])
 
     @property
+    def rhythm_head_path(self):
+        """The rhythm head's tree file, or None for a bundle without one."""
+        head = self.manifest.get("rhythm_head")
+        return None if head is None else self.path / head["file"]
+
+    @property
     def label_map(self):
         """Rhythm annotation label (e.g. ``(AFIB``) -> class name."""
         return dict(self.manifest["label_map"])
 
 
-def write_bundle(out_dir, tflite_bytes, manifest):
+def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None):
     """Write ``model.tflite`` and ``model.json`` into ``out_dir`` and return the loaded Bundle.
 
     ``manifest`` holds every key of REQUIRED_KEYS except those filled here (format,
     format_version, model_file, sha256, bytes); extra keys (training metrics, versions,
-    representative set) are kept as given.
+    representative set) are kept as given. ``rhythm_head``, the bytes of a tree file
+    (``ecgedge.train.rhythm_head``), is written as ``rhythm_head.npz`` and described in the
+    manifest's ``rhythm_head`` (file, sha256, bytes, feature names, how it is combined).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     model_path.write_bytes(tflite_bytes)
     full = dict(manifest)
+    full.pop("rhythm_head", None)
+    head_path = out_dir / RHYTHM_HEAD_FILE
+    if rhythm_head is not None:
+        head_path.write_bytes(rhythm_head)
+        full["rhythm_head"] = {"file": RHYTHM_HEAD_FILE, "sha256": sha256_file(head_path),
+                               "bytes": head_path.stat().st_size, "features": list(FEATURE_NAMES),
+                               "combine": COMBINE_RULE}
+    elif head_path.exists():
+        head_path.unlink()  # a rhythm head of an earlier bundle in this folder
     full.update(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -122,11 +144,11 @@ def load_bundle(path):
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise EcgEdgeError(f"{manifest_path} is not an ecgedge bundle manifest (format != {FORMAT!r})")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise EcgEdgeError(
-            f"{manifest_path} has bundle format version {version}, this ecgedge reads version "
-            f"{FORMAT_VERSION}: rebuild the bundle with this version's 'ecgedge convert quantize' "
-            "or install the ecgedge that made it"
+            f"{manifest_path} has bundle format version {version}, this ecgedge reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: rebuild the bundle with this version's "
+            "'ecgedge convert quantize' or install the ecgedge that made it"
         )
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
@@ -141,4 +163,24 @@ def load_bundle(path):
             f"manifest says {manifest['bytes']}): the file was changed or truncated; copy the "
             "bundle again"
         )
+    if "rhythm_head" in manifest:
+        _check_rhythm_head(path, manifest["rhythm_head"], manifest_path)
     return Bundle(path=path, manifest=manifest)
+
+
+def _check_rhythm_head(path, head, manifest_path):
+    """Refuse a rhythm head whose file, hash, features or combination rule this runtime does not match."""
+    if not isinstance(head, dict) or not {"file", "sha256", "bytes", "features", "combine"} <= set(head):
+        raise EcgEdgeError(f"{manifest_path}: its rhythm_head entry is incomplete; rebuild the bundle")
+    if Path(str(head["file"])).name != head["file"]:
+        raise EcgEdgeError(f"{manifest_path}: the rhythm head file {head['file']!r} must sit in the bundle folder")
+    head_path = path / head["file"]
+    if not head_path.is_file():
+        raise EcgEdgeError(f"{head_path} not found; the bundle is incomplete (copy the whole folder)")
+    if head_path.stat().st_size != head["bytes"] or sha256_file(head_path) != head["sha256"]:
+        raise EcgEdgeError(f"{head_path} does not match its manifest (sha256 or size differs); copy the bundle again")
+    if list(head["features"]) != list(FEATURE_NAMES) or head["combine"] != COMBINE_RULE:
+        raise EcgEdgeError(
+            f"{manifest_path}: its rhythm head was trained on other rhythm features or combines differently "
+            "than this ecgedge computes; install the ecgedge version that made the bundle or rebuild it"
+        )

@@ -1,10 +1,11 @@
 """The on-device classifier: raw window -> spectrogram -> int8 model -> class probabilities.
 
 Everything comes from the bundle's manifest: the spectrogram, window and hop, classes and the
-input/output quantization. :class:`Classifier` handles one window at a time;
-:class:`StreamingClassifier` cuts windows from a stream of any length with a preallocated ring
-buffer; :class:`EpisodeTracker` merges consecutive windows into rhythm episodes and sums the
-time per class (e.g. AF burden).
+input/output quantization. A bundle with a rhythm head also has the window's rhythm features
+(``ecgedge.device.rhythm``) classified by its trees, and the two probability vectors combined.
+:class:`Classifier` handles one window at a time; :class:`StreamingClassifier` cuts windows from
+a stream of any length with a preallocated ring buffer; :class:`EpisodeTracker` merges
+consecutive windows into rhythm episodes and sums the time per class (e.g. AF burden).
 
 Windows that can not be classified (non-finite samples, a flat line, clipping, too short) get
 ``label=None`` and a ``reason``; they never raise, so a stream goes on.
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgedge.device.bundle import load_bundle
-from ecgedge.device.dsp import window_image, window_length
+from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
+from ecgedge.device.rhythm import combine, rhythm_features
+from ecgedge.device.trees import load_trees
 
 # Quality limits of one window, calibrated on MIT-BIH (48 records, 10 s windows, MLII): the
 # longest run of equal samples is at most 10 in 99.9 % of windows, and samples sitting at the
@@ -132,7 +135,9 @@ class Classifier:
     classes : list of str, the model's output order.
     cfg : SpectrogramConfig of the model input.
     window_s, hop_s : float, seconds.
-    info : dict, which interpreter module and delegate run the model.
+    info : dict, which interpreter module and delegate run the model (and ``rhythm_head``:
+        whether the bundle's rhythm head is combined with it).
+    trees : ecgedge.device.trees.Trees of the rhythm head, or None.
     """
 
     def __init__(self, bundle, edgetpu=None, cpu_fallback=False, num_threads=None):
@@ -157,6 +162,12 @@ class Classifier:
         self._in_q = (float(manifest["input"]["scale"]), int(manifest["input"]["zero_point"]))
         self._out_q = (float(manifest["output"]["scale"]), int(manifest["output"]["zero_point"]))
         self._in_dtype = np.dtype(manifest["input"]["dtype"])
+        head = self.bundle.rhythm_head_path
+        self.trees = load_trees(head) if head is not None else None
+        if self.trees is not None and self.trees.n_classes != len(self.classes):
+            raise EcgEdgeError(f"{head} scores {self.trees.n_classes} classes, the model {len(self.classes)}; "
+                               "rebuild the bundle")
+        self.info = {**self.info, "rhythm_head": self.trees is not None}
 
     def window_samples(self, fs):
         """Samples of one window at the input rate ``fs`` (Hz)."""
@@ -184,8 +195,26 @@ class Classifier:
         return raw_output.astype(np.float32)
 
     def classify_image(self, image):
-        """Probabilities (n_classes,), float32, of one model input image."""
+        """The model's probabilities (n_classes,), float32, of one input image (no rhythm head)."""
         return self.probabilities(self.invoke(self.model_input(image)))
+
+    def preprocess(self, window, fs):
+        """All the DSP of one raw window: (model input image, rhythm features or None).
+
+        The image and the rhythm features come from one resampling of the window; the features
+        only when the bundle has a rhythm head.
+        """
+        at_model_rate = to_model_rate(window, fs, self.cfg)
+        image = spectrogram_image(at_model_rate, self.cfg)
+        if self.trees is None:
+            return image, None
+        return image, rhythm_features(standardize(at_model_rate), self.cfg.fs)
+
+    def with_rhythm(self, probs, features):
+        """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""
+        if features is None or self.trees is None:
+            return probs
+        return combine(probs, self.trees.predict_proba(features)).astype(np.float32)
 
     def classify_window(self, window, fs, t_start=0.0):
         """Classify one raw window.
@@ -206,7 +235,8 @@ class Classifier:
         problem = window_problem(window, expected)
         if problem is not None:
             return WindowResult(t_start, t_end, None, None, (time.perf_counter() - began) * 1e3, problem)
-        probs = self.classify_image(window_image(window, fs, self.cfg))
+        image, features = self.preprocess(window, fs)
+        probs = self.with_rhythm(self.classify_image(image), features)
         label = self.classes[int(np.argmax(probs))]
         return WindowResult(t_start, t_end, label, probs, (time.perf_counter() - began) * 1e3)
 

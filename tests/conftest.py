@@ -269,3 +269,26 @@ def tiny_bundle(tmp_path_factory):
         "quantization": "int8", "representative": {"seed": 0, "n": 16, "indices": list(range(16))},
     }
     return write_bundle(tmp_path_factory.mktemp("tiny_bundle"), tflite_bytes, manifest)
+
+
+@pytest.fixture(scope="session")
+def rhythm_bundle(tiny_bundle, tmp_path_factory):
+    """``tiny_bundle`` with a rhythm head (trees fitted on seeded random rhythm features)."""
+    import io
+
+    import numpy as np
+
+    from ecgedge.device.bundle import write_bundle
+    from ecgedge.device.rhythm import FEATURE_NAMES
+    from ecgedge.train.rhythm_head import export_trees, fit_rhythm_head
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, len(FEATURE_NAMES)))
+    y = np.arange(200) % len(DEVICE_CLASSES)
+    features[:, 1] += y  # something to learn
+    head = io.BytesIO()
+    np.savez(head, **export_trees(fit_rhythm_head(features, y, seed=0), len(DEVICE_CLASSES)))
+    manifest = {k: v for k, v in tiny_bundle.manifest.items()
+                if k not in ("format", "format_version", "model_file", "sha256", "bytes")}
+    return write_bundle(tmp_path_factory.mktemp("rhythm_bundle"), tiny_bundle.model_path.read_bytes(), manifest,
+                        rhythm_head=head.getvalue())

@@ -52,7 +52,7 @@ def test_balanced_indices_refuses_empty_requests():
 def test_int8_bundle_manifest_has_every_key_and_the_model_io(tiny_bundles, tiny_run):
     m = tiny_bundles["int8"].manifest
     task = tiny_run.task
-    assert m["format"] == "ecgedge-bundle" and m["format_version"] == 1
+    assert m["format"] == "ecgedge-bundle" and m["format_version"] == 2
     assert m["task"] == "synthetic4" and m["classes"] == task.class_names
     assert m["label_map"] == task.label_map and m["lead"] == ["MLII"]
     assert m["spectrogram"] == task.spectrogram.to_dict()
@@ -134,11 +134,11 @@ def test_truncated_tflite_is_refused_by_bundle_and_parser(tiny_bundles, tmp_path
 def test_manifest_of_another_format_version_exits_2(tiny_bundles, tiny_run, tmp_path):
     path = copy_bundle(tiny_bundles["int8"], tmp_path / "b")
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = 99
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
     result = invoke("convert", "verify", path, "--run", tiny_run.path)
     assert result.exit_code == 2
-    assert "format version 2" in result.output
+    assert "format version 99" in result.output and "reads versions 1, 2" in result.output
 
 
 def test_run_dir_without_model_exits_2(tiny_run, tmp_path):

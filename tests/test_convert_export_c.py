@@ -61,3 +61,10 @@ def test_cli_export_c_prints_files_and_arena(tiny_bundles, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"({tiny_bundles['int8'].manifest['bytes']} bytes)" in result.output
     assert "tensor arena:" in result.output or "tflite-micro is not installed" in result.output
+    assert "rhythm head" not in result.output
+
+
+def test_cli_export_c_says_the_rhythm_head_stays_behind(rhythm_bundle, tmp_path):
+    result = CliRunner().invoke(cli, ["convert", "export-c", str(rhythm_bundle.path), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "rhythm head (numpy trees) is not exported to C" in result.output

@@ -101,6 +101,15 @@ def test_pack_contents_and_hashes(online_pack, int8_bundle):
     assert not any(n.startswith(("tests/", "ecgedge/tests/")) for n in files)
 
 
+def test_pack_of_a_bundle_with_a_rhythm_head_carries_the_head(rhythm_bundle, tmp_path):
+    if HOST not in ("linux-x86_64", "linux-aarch64"):
+        pytest.skip(f"packs target Linux x86_64 or aarch64, this is {HOST}")
+    build_pack(rhythm_bundle.path, tmp_path / "pack.tar.gz")
+    with tarfile.open(tmp_path / "pack.tar.gz", "r:gz") as tar:
+        head = tar.extractfile(f"{TOP}/bundle/rhythm_head.npz").read()
+    assert head == rhythm_bundle.rhythm_head_path.read_bytes()
+
+
 def test_selftest_windows_match_the_runtime(online_pack, int8_bundle, tmp_path):
     """selftest.npz holds what the runtime says of its windows, and selftest agrees exactly."""
     from ecgedge.device.runtime import Classifier

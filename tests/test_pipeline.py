@@ -83,6 +83,14 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     plain_pred = np.concatenate([f["plain_kernels"]["y_pred"] for f in folds])
     assert cv["cnn_int8"]["agreement_with_plain_kernels"] == pytest.approx(np.mean(int8_pred == plain_pred))
     assert set(metrics["held_out_test"]["float_plain_kernels"]) == {"accuracy", "macro_f1"}
+    # The rhythm head (default on): alone and combined with each fold's float and int8 CNN; the
+    # bundle carries it, so the device's accuracy below is the combined decision's.
+    assert {"rhythm_head", "cnn_rhythm", "cnn_rhythm_int8"} <= set(cv)
+    assert 0 <= cv["cnn_rhythm_int8"]["agreement_with_float"] <= 1
+    rhythm_folds = json.loads((out / "run" / "folds" / "rhythm.json").read_text())["folds"]
+    assert [len(f["proba"]) for f in rhythm_folds] == [len(f["y_pred"]) for f in folds]
+    assert (out / "bundle" / "rhythm_head.npz").is_file() and metrics["held_out_test"]["int8_with_rhythm_head"]
+    assert 0 <= metrics["int8_vs_float"]["with_rhythm_head_agreement"] <= 1
     test = metrics["held_out_test"]
     assert set(test["records"]) < {f"mitdb/{r}" for r in QUICK["records"]}
     assert metrics["int8_vs_float"]["n"] == test["windows"] > 0
@@ -109,6 +117,7 @@ def test_report_starts_with_the_patient_wise_numbers_and_has_its_plots(quick_run
     assert headings[0] == "## Patient-wise results (records protocol)"
     assert headings[1:] == ["## int8 vs float", "## Device runtime", "## Latency (device runtime, one thread)",
                             "## Example held-out windows", "## Bundle"]
+    assert "| **the device**: int8 CNN + rhythm head, each fold converted |" in report
     for name in ("confusion_float_int8.png", "examples.png", "latency.png"):
         assert f"]({name})" in report
         assert (out / name).read_bytes()[:8] == PNG

@@ -11,6 +11,8 @@ stopping) and predict its test part, so their numbers compare with the CNN's fol
 
 import numpy as np
 
+from ecgedge.device.rhythm import rr_statistics
+
 # AAMI beat families of the MIT-BIH beat symbols. "!" (ventricular flutter wave) counts as
 # ventricular: in ventricular flutter it is the only "beat" annotated.
 BEAT_FAMILIES = {
@@ -27,42 +29,6 @@ RR_FEATURE_NAMES = (
     "median_abs_diff_ratio", "frac_large_diff", "rr_range_ratio",
     "frac_N", "frac_S", "frac_V", "frac_F", "frac_Q", "frac_ectopic",
 )
-
-
-def rr_statistics(rr):
-    """RR-interval statistics of one window.
-
-    Parameters
-    ----------
-    rr : ndarray of shape (m,), float, seconds between successive beats.
-
-    Returns
-    -------
-    ndarray of shape (10,), float64: heart rate (bpm), mean RR, SD RR, RMSSD (s), pNN50
-    (fraction of successive differences > 50 ms), CV (SD / mean), normalised RMSSD
-    (RMSSD / mean), median |successive difference| / median RR, fraction of successive
-    differences > 15 % of the mean RR, and max RR / min RR. NaN where fewer than 2 intervals
-    (or successive differences) exist; gradient boosting handles NaN natively.
-    """
-    rr = np.asarray(rr, dtype=np.float64)
-    out = np.full(10, np.nan)
-    if rr.size == 0:
-        return out
-    mean = rr.mean()
-    out[0] = 60.0 / mean
-    out[1] = mean
-    if rr.size < 2:
-        return out
-    diff = np.abs(np.diff(rr))
-    out[2] = rr.std()
-    out[3] = np.sqrt(np.mean(diff ** 2))
-    out[4] = np.mean(diff > 0.05)
-    out[5] = out[2] / mean
-    out[6] = out[3] / mean
-    out[7] = np.median(diff) / np.median(rr)
-    out[8] = np.mean(diff > 0.15 * mean)
-    out[9] = rr.max() / rr.min()
-    return out
 
 
 def beat_fractions(symbols):

@@ -28,6 +28,7 @@ import numpy as np
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
 from ecgedge.device.evaluate import list_records, window_starts as device_window_starts
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
 
 CACHE_VERSION = 1
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
@@ -591,12 +592,39 @@ def _assemble(task, parts):
 # Images
 
 
-def _images_key(windows, cfg):
+def _images_key(windows, cfg, kind="images"):
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(windows.x).tobytes())
-    digest.update(json.dumps({"v": CACHE_VERSION, "fs": windows.fs, "cfg": cfg.to_dict()},
+    extra = {} if kind == "images" else {"kind": kind, "features": list(FEATURE_NAMES)}
+    digest.update(json.dumps({"v": CACHE_VERSION, "fs": windows.fs, "cfg": cfg.to_dict(), **extra},
                              sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _check_window_length(windows, cfg):
+    cfg.validate()
+    expected = window_length(windows.fs, cfg)
+    if windows.x.shape[1:] != (expected,):
+        raise EcgEdgeError(
+            f"windows have {windows.x.shape[1:]} samples at {windows.fs} Hz, but a "
+            f"{cfg.window_s} s spectrogram window needs {expected}; use the task's spectrogram"
+        )
+
+
+def _cached_rows(path, n, row_shape, dtype, row_of, desc, progress):
+    """``row_of(i)`` for i < n as one ``.npy`` memory map at ``path``, computed once (atomically)."""
+    from tqdm import tqdm
+
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *row_shape))
+        for i in tqdm(range(n), desc=desc, unit="window", disable=not progress):
+            out[i] = row_of(i)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
 
 
 def window_images(windows, cfg, progress=True, cache_dir=None):
@@ -614,27 +642,26 @@ def window_images(windows, cfg, progress=True, cache_dir=None):
     ndarray of shape (n, *cfg.image_shape), float32, natural-log magnitude; a read-only
     memory map of the cached ``.npy`` file.
     """
-    from tqdm import tqdm
-
-    cfg.validate()
-    expected = window_length(windows.fs, cfg)
-    if windows.x.shape[1:] != (expected,):
-        raise EcgEdgeError(
-            f"windows have {windows.x.shape[1:]} samples at {windows.fs} Hz, but a "
-            f"{cfg.window_s} s spectrogram window needs {expected}; use the task's spectrogram"
-        )
+    _check_window_length(windows, cfg)
     path = cache_root(cache_dir) / "images" / f"{_images_key(windows, cfg)}.npy"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(len(windows), *cfg.image_shape))
-        for i in tqdm(range(len(windows)), desc="images", unit="window", disable=not progress):
-            out[i] = window_image(windows.x[i], windows.fs, cfg)
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+    return _cached_rows(path, len(windows), cfg.image_shape, np.float32,
+                        lambda i: window_image(windows.x[i], windows.fs, cfg), "images", progress)
+
+
+def rhythm_features_of(windows, cfg, progress=True, cache_dir=None):
+    """Rhythm features (:func:`ecgedge.device.rhythm.window_rhythm_features`) of every window.
+
+    Same parameters as :func:`window_images`.
+
+    Returns
+    -------
+    ndarray of shape (n, len(ecgedge.device.rhythm.FEATURE_NAMES)), float64, NaN where a
+    feature is undefined; a read-only memory map of the cached ``.npy`` file.
+    """
+    _check_window_length(windows, cfg)
+    path = cache_root(cache_dir) / "rhythm" / f"{_images_key(windows, cfg, 'rhythm')}.npy"
+    return _cached_rows(path, len(windows), (len(FEATURE_NAMES),), np.float64,
+                        lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg), "rhythm features", progress)
 
 
 # ---------------------------------------------------------------------------------------------

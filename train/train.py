@@ -32,6 +32,9 @@ from ecgedge.train.baselines import (
 from ecgedge.train.models import (
     build_model, feature_extractor, get_backbone, input_scaling, parse_fine_tune, set_backbone_trainable,
 )
+from ecgedge.train.rhythm_head import (
+    HEAD_FILE, combined_predictions, combined_tables, deployable_rhythm_head, rhythm_folds,
+)
 
 PROTOCOL_NOTES = {
     "paper": "class-balanced subset, stratified K-fold at the window level: windows of one "
@@ -68,6 +71,9 @@ class TrainConfig:
     int8_grid : after training, round the backbone's kernels to the int8 grid
         (ecgedge.train.int8_grid): the saved float model then holds the very weights of its int8
         conversion. False: plain float kernels.
+    rhythm_head : also fit the rhythm head (gradient boosting on the device's rhythm features,
+        ecgedge.train.rhythm_head) on every fold and for the deployable model; the device
+        combines its probabilities with the CNN's.
     int8_grid_epochs : with int8_grid, epochs that first train the kernels onto the grid
         (straight-through); 0: round only (the default: on mitdb-rhythm4 the epochs, picked by
         a few validation patients, lost accuracy on the test patients).
@@ -93,6 +99,7 @@ class TrainConfig:
     patience: int = 3
     quant_noise: float = 0.0
     int8_grid: bool = True
+    rhythm_head: bool = True
     int8_grid_epochs: int = 0
     augment: object = field(default_factory=lambda: AugmentConfig().to_dict())
     paper_n_windows: int = protocols.PAPER_N_WINDOWS
@@ -311,6 +318,7 @@ def evaluate_model(model, images, positions, y, class_names):
     return {
         "y_true": y[positions].astype(int).tolist(),
         "y_pred": y_pred.astype(int).tolist(),
+        "proba": np.round(proba.astype(np.float64), 6).tolist(),
         "metrics": report.classification_metrics(y[positions], y_pred, class_names),
         "predict_images_per_s": len(positions) / seconds if seconds > 0 else None,
     }
@@ -364,9 +372,9 @@ def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress, int8_eval=No
         if result is None:
             started = time.perf_counter()
             plain = {}
-            model, history = fit_model(
-                data, images, fold.train, fold.val, cfg, scaling, derived_seed(cfg.seed, 1, fold.index), progress,
-                f"fold {fold.index}", lambda m: plain.update(_plain_kernels(m, images, fold.test, data)))
+            model, history = fit_model(data, images, fold.train, fold.val, cfg, scaling,
+                                       derived_seed(cfg.seed, 1, fold.index), progress, f"fold {fold.index}",
+                                       before_int8_grid=_plain_kernels_hook(plain, images, fold.test, data))
             result = evaluate_model(model, images, fold.test, data.y, list(data.class_names))
             result.update(plain)
             result.update(fold=fold.index, test=fold.test.tolist(), n_train=len(fold.train),
@@ -378,10 +386,15 @@ def cnn_folds(run_dir, data, images, folds, cfg, scaling, progress, int8_eval=No
     return results
 
 
-def _plain_kernels(model, images, positions, data):
-    """{"plain_kernels": the model's test predictions and metrics before its int8 grid rounding}."""
-    result = evaluate_model(model, images, positions, data.y, list(data.class_names))
-    return {"plain_kernels": {"y_pred": result["y_pred"], "metrics": result["metrics"]}}
+def _plain_kernels_hook(into, images, positions, data):
+    """A ``before_int8_grid`` hook: stores the model's predictions on ``positions`` before its
+    kernels are rounded, as ``into["plain_kernels"]`` ({"y_pred", "metrics"})."""
+
+    def hook(model):
+        result = evaluate_model(model, images, positions, data.y, list(data.class_names))
+        into["plain_kernels"] = {"y_pred": result["y_pred"], "metrics": result["metrics"]}
+
+    return hook
 
 
 def split_records(data, parts):
@@ -389,18 +402,24 @@ def split_records(data, parts):
     return {name: sorted(set(data.record[p].tolist())) for name, p in zip(("train", "val", "test"), parts)}
 
 
-def deployable_model(run_dir, data, images, cfg, scaling, progress):
-    """Train (or reuse) the deployable model on the fixed patient split; returns its result dict."""
+def deployable_model(run_dir, data, images, cfg, scaling, progress, features=None):
+    """Train (or reuse) the deployable model on the fixed patient split; returns its result dict.
+
+    With ``features`` (rhythm features of every window), also fits the deployable rhythm head
+    (RUN_DIR/rhythm_head.npz, on the train and validation records) and scores it alone
+    (``rhythm``) and combined with the CNN (``combined``) on the test records.
+    """
     parts = protocols.split_patients(data.y, data.patient, protocols.SPLIT_FRACTIONS, cfg.seed)
     runs.write_json(run_dir / "split.json", split_records(data, parts))
     result = runs.load_fold(run_dir, "deploy")
-    if result is not None and (run_dir / "model.keras").is_file():
+    head_ready = features is None or (run_dir / HEAD_FILE).is_file()
+    if result is not None and (run_dir / "model.keras").is_file() and head_ready:
         return result
     train, val, test = parts
     started = time.perf_counter()
     plain = {}
     model, history = fit_model(data, images, train, val, cfg, scaling, derived_seed(cfg.seed, 2), progress, "deploy",
-                               lambda m: plain.update(_plain_kernels(m, images, test, data)))
+                               before_int8_grid=_plain_kernels_hook(plain, images, test, data))
     class_names = list(data.class_names)
     result = {
         "split": {name: {"records": len(set(data.record[p].tolist())), "windows": len(p),
@@ -412,6 +431,13 @@ def deployable_model(run_dir, data, images, cfg, scaling, progress):
         "seconds": time.perf_counter() - started,
         **plain,
     }
+    if features is not None:
+        rhythm = deployable_rhythm_head(run_dir, data, features, np.concatenate([train, val]), test, cfg.seed)
+        y_pred = combined_predictions(result["test"]["proba"], rhythm["proba"])
+        result["rhythm"] = {**rhythm, "metrics": report.classification_metrics(data.y[test], rhythm["y_pred"],
+                                                                               class_names)}
+        result["combined"] = {"y_pred": y_pred,
+                              "metrics": report.classification_metrics(data.y[test], y_pred, class_names)}
     model.save(run_dir / "model.keras")
     runs.save_fold(run_dir, "deploy", result)
     return result
@@ -524,10 +550,12 @@ def _timing(cnn, deploy):
     }
 
 
-def assemble_metrics(config, data, folds, cnn, baselines, deploy):
+def assemble_metrics(config, data, folds, cnn, baselines, deploy, rhythm=None):
     """metrics.json: both tables side by side, the deployable model, timing, seed, config, versions."""
     class_names = list(data.class_names)
     tables = _cv_tables(cnn, baselines, class_names)
+    if rhythm is not None:
+        tables.update(combined_tables(cnn, rhythm, class_names))
     summary = {name: {"accuracy": t["accuracy"], "macro_f1": t["macro_f1"]} for name, t in tables.items()}
     summary["deploy_test"] = {k: deploy["test"]["metrics"][k] for k in ("accuracy", "macro_f1")}
     return {
@@ -550,6 +578,8 @@ def assemble_metrics(config, data, folds, cnn, baselines, deploy):
             "val": deploy["val"],
             "test": deploy["test"]["metrics"],
             **({"test_plain_kernels": deploy["plain_kernels"]["metrics"]} if "plain_kernels" in deploy else {}),
+            **({"test_rhythm_head": deploy["rhythm"]["metrics"], "test_combined": deploy["combined"]["metrics"]}
+               if "combined" in deploy else {}),
         },
         "timing": _timing(cnn, deploy),
         "config": config,
@@ -561,7 +591,7 @@ def write_plots(run_dir, metrics, cnn, deploy):
     """confusion_matrix.png (CNN and baselines, cross-validation) and training_curves.png."""
     cv = metrics["cv"]
     matrices = {f"{name} ({metrics['protocol']} CV)": cv[name]["confusion_matrix"]
-                for name in ("cnn", "svm_imagenet", "rr_gbm") if name in cv}
+                for name in ("cnn", "cnn_rhythm", "svm_imagenet", "rr_gbm") if name in cv}
     matrices["cnn deployable (test patients)"] = metrics["deploy"]["test"]["confusion_matrix"]
     report.plot_confusion_matrices(run_dir / "confusion_matrix.png", matrices, metrics["class_names"])
     histories = {f"fold {r['fold']}": r["history"] for r in cnn}
@@ -605,6 +635,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     """
     import tensorflow as tf
 
+    from ecgedge.train.data import rhythm_features_of
     from ecgedge.train.tasks import load_task
 
     task = load_task(task) if isinstance(task, str) else task
@@ -619,15 +650,18 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     config = run_config(task, cfg, scaling, data.windows, data_dir)
     run_dir = runs.prepare_run_dir(out_dir, config, force)
 
-    deploy = deployable_model(run_dir, data, images, cfg, scaling, progress)
+    features = rhythm_features_of(data.windows, task.spectrogram, progress, cache_dir) if cfg.rhythm_head else None
+    deploy = deployable_model(run_dir, data, images, cfg, scaling, progress, features)
     positions = protocol_positions(cfg, data.y)
     cv_data = _RunData(data.windows.subset(positions), data.spec)
     cv_images = RowView(images, positions)
     folds = protocols.make_folds(cfg.protocol, cv_data.y, cv_data.patient, cfg.n_folds, cfg.seed)
     cnn = cnn_folds(run_dir, cv_data, cv_images, folds, cfg, scaling, progress, int8_eval)
+    rhythm = rhythm_folds(run_dir, cv_data, np.asarray(features)[positions], folds, cfg.seed, progress) \
+        if cfg.rhythm_head else None
     base = baseline_folds(run_dir, task, cv_data, cv_images, folds, cfg, scaling, data_dir, progress) \
         if cfg.baselines else {}
-    metrics = assemble_metrics(config, cv_data, folds, cnn, base, deploy)
+    metrics = assemble_metrics(config, cv_data, folds, cnn, base, deploy, rhythm)
     write_plots(run_dir, metrics, cnn, deploy)
     runs.write_json(run_dir / "metrics.json", metrics)
     return metrics

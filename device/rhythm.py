@@ -1,0 +1,234 @@
+"""Rhythm features of one window from beats the device finds itself: intervals and beat shapes.
+
+The spectrogram CNN sees rhythm only through its image; RR-interval tools read it directly. This
+module gives the device the RR tools' view without reference annotations: it detects the beats
+of a standardised window at the model rate, then describes
+
+- the RR intervals (:func:`rr_statistics`: rate, variability, irregularity), and
+- the beat shapes (:func:`beat_shape_features`): each beat against the window's medoid beat
+  (the beat most like the others), and whether the beats that differ from it come early. A
+  ventricular ectopic beat is early and differently shaped; an atrial one is early and shaped
+  like the rest; atrial fibrillation is irregular with normal shapes.
+
+Numbers that motivated it (mitdb-rhythm4, 5 folds by patient): gradient boosting on these
+features alone scored macro-F1 0.593, the spectrogram CNN 0.566 in the same budget, and the
+geometric mean of the two classifiers' probabilities 0.702.
+"""
+
+import numpy as np
+
+from ecgedge.device.dsp import standardize, to_model_rate
+
+RR_STAT_NAMES = (
+    "heart_rate_bpm", "mean_rr_s", "sd_rr_s", "rmssd_s", "pnn50", "cv_rr", "nrmssd",
+    "median_abs_diff_ratio", "frac_large_diff", "rr_range_ratio",
+)
+BEAT_SHAPE_NAMES = (
+    "n_shaped_beats", "corr_mean", "corr_median", "corr_min", "frac_unlike_medoid", "frac_corr_below_half",
+    "frac_early_unlike", "frac_early_like", "frac_late_unlike", "width_median", "width_medoid", "frac_wide",
+    "amplitude_sd", "frac_tall", "rr_alternation", "corr_all_mean", "medoid_cluster_frac", "frac_early",
+    "prematurity_unlike", "prematurity_sd_like", "medoid_steepness", "beats_per_s",
+)
+FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES
+
+BEFORE_S, AFTER_S = 0.15, 0.25
+"""A beat's shape: the window from 150 ms before to 250 ms after its detected time."""
+REFRACTORY_S = 0.22
+LIKE_CORR = 0.8       # a beat "like" the medoid correlates above this with it
+CLUSTER_CORR = 0.9    # beats above this correlation count as one shape when picking the medoid
+EARLY_RATIO = 0.85    # "early": the RR interval before the beat is below this x the median
+COMBINE_RULE = "geometric_mean"
+"""How :func:`combine` merges the CNN's and the rhythm head's probabilities (named in bundles)."""
+
+
+def _sliding_max(x, width):
+    """``out[i] = max(x[i:i + width])`` for i <= len(x) - width, by doubling windows (exact)."""
+    out, span = x, 1
+    while 2 * span <= width:
+        out = np.maximum(out[:-span], out[span:])
+        span *= 2
+    return out if span == width else np.maximum(out[:len(x) - width + 1], out[width - span:])
+
+
+def _quantile(x, q):
+    """``np.percentile(x, 100 * q)`` (linear interpolation) by partial sort."""
+    position = (x.size - 1) * q
+    lo = int(position)
+    hi = min(lo + 1, x.size - 1)
+    part = np.partition(x, (lo, hi))
+    return part[lo] + (part[hi] - part[lo]) * (position - lo)
+
+
+def _median(x):
+    """Median of a small 1-D array (as np.median)."""
+    s = np.sort(x)
+    mid = s.size // 2
+    return float(s[mid]) if s.size % 2 else 0.5 * float(s[mid - 1] + s[mid])
+
+
+def detect_beats(z, fs):
+    """Beat times of a standardised window: local maxima of the smoothed slope energy.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n,), float, zero-mean unit-variance ECG.
+    fs : float, Hz.
+
+    Returns
+    -------
+    ndarray of int64, sample indices, ascending; peaks at least ``REFRACTORY_S`` apart and
+    above a quarter of the 98th percentile of the energy. (On MIT-BIH against the reference
+    beats: sensitivity / positive predictivity 0.99 / 0.94 in normal sinus rhythm, 0.97 / 0.98
+    in atrial fibrillation, 0.90 / 0.93 in ventricular rhythms.)
+    """
+    z = np.asarray(z, dtype=np.float64)
+    n = z.size
+    k = max(1, int(round(0.03 * fs)))  # slope over +-30 ms: a band-pass that keeps the QRS
+    if n <= 2 * k:
+        return np.zeros(0, dtype=np.int64)
+    slope = np.zeros(n)
+    slope[k:-k] = z[2 * k:] - z[:-2 * k]
+    m = max(1, int(round(0.12 * fs)))  # energy over 120 ms, about one QRS
+    cumulative = np.concatenate([[0.0], np.cumsum(slope * slope)])
+    energy = np.zeros(n)
+    h = m // 2
+    energy[h:n - m + h + 1] = (cumulative[m:] - cumulative[:-m]) / m
+    r = int(round(REFRACTORY_S * fs))
+    padded = np.full(n + 2 * r, -1.0)
+    padded[r:r + n] = energy
+    local_max = _sliding_max(padded, 2 * r + 1)
+    threshold = 0.25 * _quantile(energy, 0.98)
+    return np.flatnonzero((energy == local_max) & (energy > threshold) & (energy > 0)).astype(np.int64)
+
+
+def rr_statistics(rr):
+    """RR-interval statistics of one window.
+
+    Parameters
+    ----------
+    rr : ndarray of shape (m,), float, seconds between successive beats.
+
+    Returns
+    -------
+    ndarray of shape (10,), float64 (:data:`RR_STAT_NAMES`): heart rate (bpm), mean RR, SD RR,
+    RMSSD (s), pNN50 (fraction of successive differences > 50 ms), CV (SD / mean), normalised
+    RMSSD (RMSSD / mean), median |successive difference| / median RR, fraction of successive
+    differences > 15 % of the mean RR, and max RR / min RR. NaN where fewer than 2 intervals
+    (or successive differences) exist; gradient boosting handles NaN natively.
+    """
+    rr = np.asarray(rr, dtype=np.float64)
+    out = np.full(10, np.nan)
+    if rr.size == 0:
+        return out
+    mean = rr.sum() / rr.size
+    out[0] = 60.0 / mean
+    out[1] = mean
+    if rr.size < 2:
+        return out
+    diff = np.abs(rr[1:] - rr[:-1])
+    centred = rr - mean
+    out[2] = np.sqrt(np.dot(centred, centred) / rr.size)
+    out[3] = np.sqrt(np.dot(diff, diff) / diff.size)
+    out[4] = np.count_nonzero(diff > 0.05) / diff.size
+    out[5] = out[2] / mean
+    out[6] = out[3] / mean
+    out[7] = _median(diff) / _median(rr)
+    out[8] = np.count_nonzero(diff > 0.15 * mean) / diff.size
+    out[9] = rr.max() / rr.min()
+    return out
+
+
+def beat_shape_features(z, beats, fs):
+    """Shapes of the window's beats against its medoid beat, and their timing.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n,), float, the standardised window.
+    beats : ndarray of int, beat sample indices (:func:`detect_beats`).
+    fs : float, Hz.
+
+    Returns
+    -------
+    ndarray of shape (len(BEAT_SHAPE_NAMES),), float64: the number of beats whose whole shape
+    window fits, then NaN for the rest when fewer than 3 do.
+    """
+    before, after = int(round(BEFORE_S * fs)), int(round(AFTER_S * fs))
+    z = np.asarray(z, dtype=np.float64)
+    beats = np.asarray(beats, dtype=np.int64)
+    beats = beats[(beats >= before) & (beats < z.size - after)]
+    out = np.full(len(BEAT_SHAPE_NAMES), np.nan)
+    n = len(beats)
+    out[0] = n
+    if n < 3:
+        return out
+    shapes = z[beats[:, None] + np.arange(-before, after)[None, :]]
+    shapes -= shapes.mean(axis=1, keepdims=True)
+    unit = shapes / (np.sqrt(np.einsum("ij,ij->i", shapes, shapes))[:, None] + 1e-9)
+    corr_all = unit @ unit.T
+    cluster = np.count_nonzero(corr_all > CLUSTER_CORR, axis=1)
+    medoid = int(np.argmax(cluster))
+    corr = corr_all[medoid]
+    like = corr > LIKE_CORR
+    unlike = ~like
+    rr = (beats[1:] - beats[:-1]) / fs
+    ratio_before = np.empty(n)
+    ratio_before[0] = np.nan
+    ratio_before[1:] = rr / _median(rr)
+    early = ratio_before < EARLY_RATIO  # NaN (the first beat) compares False
+    slope = np.abs(shapes[:, 1:] - shapes[:, :-1])
+    width = np.count_nonzero(slope > 0.3 * slope.max(axis=1, keepdims=True), axis=1)
+    peak_to_peak = shapes.max(axis=1) - shapes.min(axis=1)
+    amplitude = peak_to_peak / peak_to_peak[medoid]
+    turns = np.sign(rr[1:] - rr[:-1])
+    early_unlike = ratio_before[unlike & ~np.isnan(ratio_before)]
+    like_ratios = ratio_before[like & ~np.isnan(ratio_before)]
+    out[1:] = [
+        corr.sum() / n, _median(corr), corr.min(), np.count_nonzero(unlike) / n, np.count_nonzero(corr < 0.5) / n,
+        np.count_nonzero(unlike & early) / n, np.count_nonzero(like & early) / n,
+        np.count_nonzero(unlike & ~early) / n,
+        _median(width), width[medoid], np.count_nonzero(width > width[medoid] + 3) / n, amplitude.std(),
+        np.count_nonzero(amplitude > 1.5) / n,
+        np.count_nonzero(turns[1:] != turns[:-1]) / (turns.size - 1) if turns.size > 1 else np.nan,
+        corr_all.mean(), cluster[medoid] / n, np.count_nonzero(early) / n,
+        early_unlike.mean() if early_unlike.size else np.nan,
+        like_ratios.std() if np.count_nonzero(like) > 2 else np.nan,
+        slope[medoid].max() / (peak_to_peak[medoid] + 1e-9), n * fs / z.size,
+    ]
+    return out
+
+
+def rhythm_features(z, fs):
+    """All rhythm features of one standardised window at the model rate.
+
+    Returns
+    -------
+    ndarray of shape (len(FEATURE_NAMES),), float64, NaN where a feature is undefined (too few
+    beats).
+    """
+    beats = detect_beats(z, fs)
+    return np.concatenate([rr_statistics(np.diff(beats) / fs), beat_shape_features(z, beats, fs)])
+
+
+def window_rhythm_features(x, fs_in, cfg):
+    """Raw window at ``fs_in`` -> its rhythm features, at the model rate of ``cfg`` (a
+    SpectrogramConfig), from the same resampled window the spectrogram is made of."""
+    return rhythm_features(standardize(to_model_rate(x, fs_in, cfg)), cfg.fs)
+
+
+def combine(cnn_proba, rhythm_proba):
+    """Geometric mean of the CNN's and the rhythm head's class probabilities, renormalised.
+
+    The two err on different windows (on mitdb-rhythm4 the head on the "other" rhythms, the CNN
+    on atrial fibrillation); a class both find likely wins.
+
+    Parameters
+    ----------
+    cnn_proba, rhythm_proba : ndarray of shape (..., n_classes), float.
+
+    Returns
+    -------
+    ndarray of the same shape, float64, rows summing to 1.
+    """
+    log = 0.5 * (np.log(np.clip(cnn_proba, 1e-6, None)) + np.log(np.clip(rhythm_proba, 1e-6, None)))
+    p = np.exp(log - log.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)

@@ -1,0 +1,196 @@
+"""The device's rhythm features and its numpy trees."""
+
+import numpy as np
+import pytest
+
+from ecgedge.device import rhythm
+from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.trees import Trees, load_trees
+
+FS = 128.0
+
+
+def synthetic_ecg(beat_s, fs=FS, seconds=10.0, wide=()):
+    """A standardised trace with a narrow QRS-like spike at each beat time (wide ones at ``wide``)."""
+    t = np.arange(int(seconds * fs)) / fs
+    x = np.zeros_like(t)
+    for i, b in enumerate(beat_s):
+        width = 0.04 if i not in wide else 0.10
+        x += np.exp(-0.5 * ((t - b) / width) ** 2) * (1.0 if i not in wide else -1.6)
+    x += 0.01 * np.random.default_rng(0).normal(size=t.size)
+    return (x - x.mean()) / x.std()
+
+
+def test_detector_finds_regular_beats_and_the_rr_statistics_follow():
+    beats = np.arange(0.5, 10.0, 0.8)  # 75 bpm
+    z = synthetic_ecg(beats)
+    found = rhythm.detect_beats(z, FS) / FS
+    assert len(found) == len(beats)
+    assert np.abs(found - beats).max() < 0.05
+    stats = dict(zip(rhythm.RR_STAT_NAMES, rhythm.rr_statistics(np.diff(found))))
+    assert stats["heart_rate_bpm"] == pytest.approx(75.0, rel=0.02)
+    assert stats["pnn50"] == 0.0 and stats["rr_range_ratio"] < 1.05
+
+
+def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
+    """Bigeminy-like: every other beat early and wide, as ventricular ectopic beats are."""
+    beats, t, wide = [], 0.5, []
+    for i in range(12):
+        beats.append(t)
+        if i % 2 == 1:
+            wide.append(i)
+        t += 0.55 if i % 2 == 0 else 1.05  # short RR before each wide beat, long after
+    z = synthetic_ecg(beats, wide=wide)
+    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(z, FS)))
+    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(synthetic_ecg(np.arange(0.5, 10, 0.8)), FS)))
+    assert f["frac_unlike_medoid"] == pytest.approx(0.5, abs=0.1)
+    assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
+    assert f["rr_alternation"] > 0.9
+    assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
+    assert len(f) == len(rhythm.FEATURE_NAMES) == 32
+
+
+def test_a_flat_window_gives_nan_features_not_an_error():
+    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(np.zeros(1280), FS)))
+    assert f.pop("n_shaped_beats") == 0
+    assert np.isnan(list(f.values())).all()
+
+
+def test_combine_is_a_normalised_geometric_mean():
+    a = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    b = np.array([[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    c = rhythm.combine(a, b)
+    expected = np.sqrt(a * b) / np.sqrt(a * b).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(c, expected, rtol=1e-9)
+    assert c[0].argmax() == 1  # 0.2 * 0.8 beats 0.7 * 0.1
+
+
+@pytest.fixture(scope="module")
+def fitted_trees(tmp_path_factory):
+    from ecgedge.train.rhythm_head import export_trees, fit_rhythm_head, save_trees
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 6))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5).astype(int) + 2 * (x[:, 2] > 1.0).astype(int)
+    y = np.minimum(y, 3)
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values go where training sent them
+    classifier = fit_rhythm_head(x, y, seed=0)
+    path = tmp_path_factory.mktemp("trees") / "rhythm_head.npz"
+    save_trees(path, export_trees(classifier, 4))
+    return classifier, path, rng
+
+
+def test_numpy_trees_equal_scikit_learn(fitted_trees):
+    classifier, path, rng = fitted_trees
+    trees = load_trees(path)
+    x = rng.normal(size=(300, 6))
+    x[rng.random(x.shape) < 0.15] = np.nan
+    np.testing.assert_allclose(trees.predict_proba(x), classifier.predict_proba(x), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(trees.predict_proba(x[0]), classifier.predict_proba(x[:1])[0], rtol=1e-9)
+    assert trees.n_classes == 4
+
+
+def test_a_class_the_head_never_saw_scores_zero_on_both_sides(tmp_path):
+    from ecgedge.train.rhythm_head import class_probabilities, export_trees, fit_rhythm_head, save_trees
+
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    head = fit_rhythm_head(x, np.array([0, 2, 3] * 20), seed=0)  # class 1 never seen
+    proba = class_probabilities(head, x[:5], 4)
+    assert proba.shape == (5, 4) and np.all(proba[:, 1] == 0)
+    save_trees(tmp_path / "head.npz", export_trees(head, 4))
+    np.testing.assert_allclose(load_trees(tmp_path / "head.npz").predict_proba(x[:5]), proba, atol=1e-12)
+    with pytest.raises(EcgEdgeError, match="3 classes or more"):
+        export_trees(fit_rhythm_head(x, np.array([0, 3] * 30), seed=0), 4)
+
+
+def test_broken_tree_arrays_are_refused(fitted_trees, tmp_path):
+    _, path, _ = fitted_trees
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    with pytest.raises(EcgEdgeError, match="lack"):
+        Trees({k: v for k, v in arrays.items() if k != "threshold"})
+    bad = dict(arrays, left=arrays["left"] + 10 ** 6)
+    with pytest.raises(EcgEdgeError, match="outside"):
+        Trees(bad)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(EcgEdgeError, match="can not read"):
+        load_trees(tmp_path / "junk.npz")
+
+
+def test_a_feature_missing_in_every_training_window_is_ignored():
+    from ecgedge.train.rhythm_head import fit_rhythm_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    x[:, 1] = np.nan  # e.g. a shape feature of windows too short for three beats
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 2] > 0).astype(int)
+    head = fit_rhythm_head(x, y, seed=0)
+    assert (head.predict(x) == y).mean() > 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# In the bundle and on the device
+
+
+def test_bundle_carries_the_rhythm_head_and_refuses_a_broken_one(rhythm_bundle, tmp_path):
+    import json
+    import shutil
+
+    from ecgedge.device.bundle import MANIFEST_FILE, load_bundle
+
+    head = rhythm_bundle.manifest["rhythm_head"]
+    assert head["file"] == "rhythm_head.npz" and head["combine"] == "geometric_mean"
+    assert head["features"] == list(rhythm.FEATURE_NAMES)
+    assert rhythm_bundle.rhythm_head_path.stat().st_size == head["bytes"]
+
+    def broken(name, change):
+        path = tmp_path / name
+        shutil.copytree(rhythm_bundle.path, path)
+        change(path)
+        return path
+
+    def prepend_byte(path):
+        head_file = path / "rhythm_head.npz"
+        head_file.write_bytes(b"x" + head_file.read_bytes())
+
+    tampered = broken("tampered", prepend_byte)
+    with pytest.raises(EcgEdgeError, match="does not match its manifest"):
+        load_bundle(tampered)
+    missing = broken("missing", lambda p: (p / "rhythm_head.npz").unlink())
+    with pytest.raises(EcgEdgeError, match="not found; the bundle is incomplete"):
+        load_bundle(missing)
+
+    def rename_feature(path):
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        manifest["rhythm_head"]["features"][0] = "something_else"
+        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+    with pytest.raises(EcgEdgeError, match="trained on other rhythm features"):
+        load_bundle(broken("features", rename_feature))
+
+    def point_outside(path):
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        manifest["rhythm_head"]["file"] = "../rhythm_head.npz"
+        (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+    with pytest.raises(EcgEdgeError, match="must sit in the bundle folder"):
+        load_bundle(broken("outside", point_outside))
+
+
+def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_bundle):
+    from ecgedge.device.benchmark import synthetic_ecg
+    from ecgedge.device.dsp import standardize, to_model_rate, window_image
+    from ecgedge.device.runtime import Classifier
+
+    with_head, without = Classifier(rhythm_bundle), Classifier(tiny_bundle)
+    assert with_head.info["rhythm_head"] and not without.info["rhythm_head"]
+    fs = 360.0
+    window = synthetic_ecg(with_head.window_samples(fs), fs, seed=3)
+    image, features = with_head.preprocess(window, fs)
+    np.testing.assert_array_equal(image, window_image(window, fs, with_head.cfg))
+    at_model_rate = to_model_rate(window, fs, with_head.cfg)
+    np.testing.assert_array_equal(features, rhythm.rhythm_features(standardize(at_model_rate), with_head.cfg.fs))
+    cnn = without.classify_image(image)
+    expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
+    np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
+    np.testing.assert_allclose(without.classify_window(window, fs).probs, cnn)

@@ -1,0 +1,175 @@
+"""The rhythm head: gradient boosting on the device's rhythm features, beside the spectrogram CNN.
+
+Features come from ``ecgedge.device.rhythm`` (beats the device detects itself, no annotations).
+The classifier is scikit-learn's ``HistGradientBoostingClassifier`` with balanced class weights;
+:func:`export_trees` flattens it for ``ecgedge.device.trees.Trees``, which runs it in numpy.
+The CNN's and the head's class probabilities are combined on the device by
+``ecgedge.device.rhythm.combine`` (geometric mean).
+"""
+
+import numpy as np
+
+from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.trees import ARRAYS
+
+
+def fit_rhythm_head(features, y, seed=0):
+    """Gradient boosting on rhythm features (NaN allowed), every class weighted equally.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, len(ecgedge.device.rhythm.FEATURE_NAMES)), float.
+    y : ndarray of shape (n,), int class indices.
+    seed : int.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    features = np.array(features, dtype=np.float64)
+    # scikit-learn can not bin a feature that is missing everywhere; constant, it is never split on.
+    features[:, np.isnan(features).all(axis=0)] = 0.0
+    return HistGradientBoostingClassifier(class_weight="balanced", random_state=seed).fit(features, y)
+
+
+def class_probabilities(head, features, n_classes):
+    """``head.predict_proba`` with a column for every class 0..n_classes-1 (0 for classes it never saw)."""
+    proba = np.zeros((len(features), n_classes))
+    proba[:, head.classes_.astype(int)] = head.predict_proba(features)
+    return proba
+
+
+UNSEEN_SCORE = -30.0
+"""Raw score of a class the head never saw in training: probability about exp(-30), i.e. zero."""
+
+
+def export_trees(classifier, n_classes):
+    """A fitted multiclass ``HistGradientBoostingClassifier`` as the flat arrays of ``Trees``.
+
+    Reads scikit-learn's fitted predictors (``_predictors``, ``_baseline_prediction``): private
+    attributes, so tests compare the exported trees with ``predict_proba`` on every release.
+    Classes 0..n_classes-1 that training did not see get a single leaf of value 0 and the raw
+    score ``UNSEEN_SCORE`` (as :func:`class_probabilities`, they score zero).
+    """
+    seen = classifier.classes_.astype(int)
+    predictors = classifier._predictors
+    if len(seen) < 3 or len(predictors[0]) != len(seen):
+        raise EcgEdgeError(f"the rhythm head exports multiclass models (3 classes or more seen in training), "
+                           f"got classes {seen.tolist()}")
+    unseen_leaf = {"feature": np.zeros(1, np.int32), "threshold": np.zeros(1), "missing_left": np.zeros(1, bool),
+                   "left": np.zeros(1, np.int32), "right": np.zeros(1, np.int32), "value": np.zeros(1),
+                   "is_leaf": np.ones(1, bool)}
+    parts, offset = [unseen_leaf], 1
+    roots = np.zeros((len(predictors), n_classes), dtype=np.int64)  # unseen classes: node 0
+    for i, iteration in enumerate(predictors):
+        for k, tree in zip(seen, iteration):
+            nodes = tree.nodes
+            if np.any(nodes["is_categorical"]):
+                raise EcgEdgeError("categorical splits are not supported by the device's trees")
+            roots[i, k] = offset
+            parts.append({
+                "feature": nodes["feature_idx"].astype(np.int32),
+                "threshold": nodes["num_threshold"].astype(np.float64),
+                "missing_left": nodes["missing_go_to_left"].astype(bool),
+                "left": (nodes["left"].astype(np.int64) + offset).astype(np.int32),
+                "right": (nodes["right"].astype(np.int64) + offset).astype(np.int32),
+                "value": nodes["value"].astype(np.float64),
+                "is_leaf": nodes["is_leaf"].astype(bool),
+            })
+            offset += len(nodes)
+    arrays = {key: np.concatenate([p[key] for p in parts]) for key in unseen_leaf}
+    arrays["roots"] = roots
+    baseline = np.full(n_classes, UNSEEN_SCORE)
+    baseline[seen] = np.asarray(classifier._baseline_prediction, dtype=np.float64).reshape(-1)
+    arrays["baseline"] = baseline
+    return {key: arrays[key] for key in ARRAYS}
+
+
+def save_trees(path, arrays):
+    """Write exported trees to ``path`` (``.npz``, no pickles)."""
+    np.savez(path, **arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# In a training run
+
+
+HEAD_FILE = "rhythm_head.npz"
+
+
+def _proba_rows(proba):
+    return np.round(np.asarray(proba, dtype=np.float64), 6).tolist()
+
+
+def rhythm_folds(run_dir, data, features, folds, seed, progress=False):
+    """The rhythm head on each fold (fit on train + val, scored on test), resuming a saved run.
+
+    Returns
+    -------
+    list of dicts per fold: ``fold``, ``test``, ``y_true``, ``y_pred``, ``proba`` (lists).
+    """
+    from ecgedge.train import runs
+
+    saved = runs.load_fold(run_dir, "rhythm")
+    if saved is not None:
+        return saved["folds"]
+    if progress:
+        import sys
+
+        print(f"rhythm head on {len(folds)} folds", file=sys.stderr, flush=True)
+    features, y = np.asarray(features), np.asarray(data.y)
+    results = []
+    for fold in folds:
+        fit_on = np.concatenate([fold.train, fold.val])
+        head = fit_rhythm_head(features[fit_on], y[fit_on], seed)
+        proba = class_probabilities(head, features[fold.test], len(data.class_names))
+        results.append({"fold": fold.index, "test": fold.test.tolist(), "y_true": y[fold.test].tolist(),
+                        "y_pred": proba.argmax(axis=1).tolist(), "proba": _proba_rows(proba)})
+    runs.save_fold(run_dir, "rhythm", {"folds": results})
+    return results
+
+
+def deployable_rhythm_head(run_dir, data, features, train, test, seed):
+    """Fit the deployable rhythm head on ``train`` positions, save it as RUN_DIR/rhythm_head.npz.
+
+    Returns
+    -------
+    dict with the head's test ``y_pred`` and ``proba`` (lists).
+    """
+    features = np.asarray(features)
+    head = fit_rhythm_head(features[train], np.asarray(data.y)[train], seed)
+    save_trees(run_dir / HEAD_FILE, export_trees(head, len(data.class_names)))
+    proba = class_probabilities(head, features[test], len(data.class_names))
+    return {"y_pred": proba.argmax(axis=1).tolist(), "proba": _proba_rows(proba)}
+
+
+def combined_predictions(cnn_proba, rhythm_proba):
+    """Class indices of the combined CNN + rhythm head decision (:func:`ecgedge.device.rhythm.combine`)."""
+    from ecgedge.device.rhythm import combine
+
+    return combine(np.asarray(cnn_proba), np.asarray(rhythm_proba)).argmax(axis=1).astype(int).tolist()
+
+
+def combined_tables(cnn, rhythm, class_names):
+    """Cross-validation tables of the rhythm head alone and combined with the CNN (float, int8).
+
+    Parameters
+    ----------
+    cnn : the CNN's fold results (``proba``; ``int8`` with its ``proba`` when converted).
+    rhythm : :func:`rhythm_folds` results, same folds.
+
+    Returns
+    -------
+    {"rhythm_head", "cnn_rhythm"[, "cnn_rhythm_int8"]}: ``report.cross_validation_metrics``
+    tables; the int8 one holds ``agreement_with_float`` (with "cnn_rhythm").
+    """
+    from ecgedge.train import report
+
+    by_fold = {r["fold"]: r for r in rhythm}
+    tables = {"rhythm_head": report.cross_validation_metrics(rhythm, class_names)}
+    combined = [{**r, "y_pred": combined_predictions(r["proba"], by_fold[r["fold"]]["proba"])} for r in cnn]
+    tables["cnn_rhythm"] = report.cross_validation_metrics(combined, class_names)
+    if all("proba" in r.get("int8", {}) for r in cnn):
+        int8 = [{**r, "y_pred": combined_predictions(r["int8"]["proba"], by_fold[r["fold"]]["proba"])} for r in cnn]
+        tables["cnn_rhythm_int8"] = report.cross_validation_metrics(int8, class_names)
+        tables["cnn_rhythm_int8"]["agreement_with_float"] = float(np.mean(
+            np.concatenate([r["y_pred"] for r in int8]) == np.concatenate([r["y_pred"] for r in combined])))
+    return tables
