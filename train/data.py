@@ -30,7 +30,7 @@ from ecgedge.device.evaluate import list_records, window_starts as device_window
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # raise when windows, images or rhythm features would come out differently
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
 DEFAULT_CACHE = Path("~/.cache/ecgedge/cache")
 # Beat annotation symbols (wfdb's ``is_qrs`` codes): what an RR-interval baseline needs.
