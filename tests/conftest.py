@@ -280,14 +280,14 @@ def rhythm_bundle(tiny_bundle, tmp_path_factory):
 
     from ecgedge.device.bundle import write_bundle
     from ecgedge.device.rhythm import FEATURE_NAMES
-    from ecgedge.train.rhythm_head import export_trees, fit_rhythm_head
+    from ecgedge.train.rhythm_head import export_trees, fit_rhythm_head, save_trees
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(200, len(FEATURE_NAMES)))
     y = np.arange(200) % len(DEVICE_CLASSES)
     features[:, 1] += y  # something to learn
     head = io.BytesIO()
-    np.savez(head, **export_trees(fit_rhythm_head(features, y, seed=0), len(DEVICE_CLASSES)))
+    save_trees(head, export_trees(fit_rhythm_head(features, y, seed=0), len(DEVICE_CLASSES)))
     manifest = {k: v for k, v in tiny_bundle.manifest.items()
                 if k not in ("format", "format_version", "model_file", "sha256", "bytes")}
     return write_bundle(tmp_path_factory.mktemp("rhythm_bundle"), tiny_bundle.model_path.read_bytes(), manifest,
