@@ -60,8 +60,7 @@ class PipelineConfig:
     patience : epochs without a better validation macro-F1 before stopping.
     rhythm_head : also train the rhythm head (ecgedge.train.rhythm_head); the bundle carries it and
         the device combines it with the CNN.
-    int8_grid, int8_grid_epochs : round the backbone's kernels to the int8 grid after
-        training, after that many epochs that train them onto it (ecgedge.train.int8_grid).
+    int8_grid : round the backbone's kernels to the int8 grid after training (ecgedge.train.int8_grid).
     baselines : also cross-validate the SVM and RR-interval baselines.
     augment : augment training windows (ecgedge.train.augment defaults).
     records : records to use (empty: every record of the task).
@@ -82,7 +81,6 @@ class PipelineConfig:
     fine_tune_learning_rate: float = 5e-4
     patience: int = 3
     int8_grid: bool = True
-    int8_grid_epochs: int = 0
     rhythm_head: bool = True
     baselines: bool = True
     augment: bool = True
@@ -106,7 +104,7 @@ class PipelineConfig:
             "n_folds": self.n_folds, "max_per_class": self.max_per_class, "records": list(self.records),
             "baselines": self.baselines, "patience": self.patience,
             "fine_tune_learning_rate": self.fine_tune_learning_rate,
-            "int8_grid": self.int8_grid, "int8_grid_epochs": self.int8_grid_epochs, "rhythm_head": self.rhythm_head,
+            "int8_grid": self.int8_grid, "rhythm_head": self.rhythm_head,
             "augment": AugmentConfig().to_dict() if self.augment else None,
         }
 
@@ -604,16 +602,13 @@ def _default(name):
 @click.option("--int8-grid/--no-int8-grid", default=None,
               help="Round the backbone's kernels to the int8 grid after training, so the float model "
                    f"holds its int8 conversion's weights [default: {_default('int8_grid')}].")
-@click.option("--int8-grid-epochs", type=click.IntRange(min=0), default=None,
-              help="With --int8-grid: epochs that first train the kernels onto the grid "
-                   f"[default: {_default('int8_grid_epochs')}].")
 @click.option("--no-baselines", is_flag=True, help="Skip the SVM and RR-interval baselines.")
 @click.option("--quick", is_flag=True,
               help=f"Smoke configuration: records {','.join(QUICK['records'])}, {QUICK['epochs']} epoch, "
                    f"{QUICK['n_folds']} folds, {QUICK['n_representative']} calibration windows.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_tune, n_folds, max_per_class,
-             records, n_representative, seed, rhythm_head, int8_grid, int8_grid_epochs, no_baselines, quick, force):
+             records, n_representative, seed, rhythm_head, int8_grid, no_baselines, quick, force):
     """The main job: data -> train -> int8 bundle -> verify -> device eval -> report, into --out.
 
     Writes OUT/bundle (model.tflite + model.json), OUT/metrics.json and OUT/report.md with PNG
@@ -626,7 +621,6 @@ def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_
         quick, task=task, weights=weights, backbone=backbone, protocol=protocol, epochs=epochs,
         fine_tune=fine_tune, n_folds=n_folds, max_per_class=max_per_class, seed=seed,
         n_representative=n_representative, rhythm_head=rhythm_head, int8_grid=int8_grid,
-        int8_grid_epochs=int8_grid_epochs,
         baselines=False if no_baselines else None,
         records=tuple(r for r in records.split(",") if r) if records else None,
     )

@@ -18,6 +18,7 @@ geometric mean of the two classifiers' probabilities 0.702.
 import numpy as np
 
 from ecgedge.device.dsp import standardize, to_model_rate
+from ecgedge.device.trees import softmax
 
 RR_STAT_NAMES = (
     "heart_rate_bpm", "mean_rr_s", "sd_rr_s", "rmssd_s", "pnn50", "cv_rr", "nrmssd",
@@ -229,6 +230,4 @@ def combine(cnn_proba, rhythm_proba):
     -------
     ndarray of the same shape, float64, rows summing to 1.
     """
-    log = 0.5 * (np.log(np.clip(cnn_proba, 1e-6, None)) + np.log(np.clip(rhythm_proba, 1e-6, None)))
-    p = np.exp(log - log.max(axis=-1, keepdims=True))
-    return p / p.sum(axis=-1, keepdims=True)
+    return softmax(0.5 * (np.log(np.clip(cnn_proba, 1e-6, None)) + np.log(np.clip(rhythm_proba, 1e-6, None))))

@@ -95,9 +95,13 @@ class Trees:
 
     def predict_proba(self, x):
         """Class probabilities (softmax of :meth:`raw_scores`), same shapes."""
-        raw = self.raw_scores(x)
-        e = np.exp(raw - raw.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        return softmax(self.raw_scores(x))
+
+
+def softmax(raw):
+    """``exp(raw)`` normalised over the last axis (float64), computed without overflow."""
+    e = np.exp(raw - raw.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def load_trees(path):

@@ -170,12 +170,10 @@ def _backbone_names():
 @click.option("--int8-grid/--no-int8-grid", default=True, show_default=True,
               help="After training, round the backbone's kernels to the int8 grid: the saved float model "
                    "then holds the weights of its int8 conversion exactly.")
-@click.option("--int8-grid-epochs", type=int, default=0, show_default=True,
-              help="With --int8-grid: epochs that first train the kernels onto the grid (0: round only).")
 @click.option("--force", is_flag=True, help="Discard a run already in --out and train afresh.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
           n_folds, max_per_class, records, paper_windows, no_baselines, no_augment, batch_size, learning_rate,
-          fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, int8_grid_epochs, force):
+          fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, force):
     """Cross-validate a MobileNet spectrogram classifier (and the baselines) and train the deployable model.
 
     Writes RUN_DIR/model.keras, config.json, split.json, metrics.json and PNG plots. A finished
@@ -195,7 +193,7 @@ def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weigh
         augment=None if no_augment else AugmentConfig().to_dict(), batch_size=batch_size,
         learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
         head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows, quant_noise=quant_noise,
-        rhythm_head=rhythm_head, int8_grid=int8_grid, int8_grid_epochs=int8_grid_epochs,
+        rhythm_head=rhythm_head, int8_grid=int8_grid,
     )
     click.echo(_metrics_table(metrics))
     click.echo(f"run written to {out_dir}")

@@ -592,7 +592,7 @@ def _assemble(task, parts):
 # Images
 
 
-def _images_key(windows, cfg, kind="images"):
+def _cache_key(windows, cfg, kind="images"):
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(windows.x).tobytes())
     extra = {} if kind == "images" else {"kind": kind, "features": list(FEATURE_NAMES)}
@@ -643,7 +643,7 @@ def window_images(windows, cfg, progress=True, cache_dir=None):
     memory map of the cached ``.npy`` file.
     """
     _check_window_length(windows, cfg)
-    path = cache_root(cache_dir) / "images" / f"{_images_key(windows, cfg)}.npy"
+    path = cache_root(cache_dir) / "images" / f"{_cache_key(windows, cfg)}.npy"
     return _cached_rows(path, len(windows), cfg.image_shape, np.float32,
                         lambda i: window_image(windows.x[i], windows.fs, cfg), "images", progress)
 
@@ -659,7 +659,7 @@ def rhythm_features_of(windows, cfg, progress=True, cache_dir=None):
     feature is undefined; a read-only memory map of the cached ``.npy`` file.
     """
     _check_window_length(windows, cfg)
-    path = cache_root(cache_dir) / "rhythm" / f"{_images_key(windows, cfg, 'rhythm')}.npy"
+    path = cache_root(cache_dir) / "rhythm" / f"{_cache_key(windows, cfg, 'rhythm')}.npy"
     return _cached_rows(path, len(windows), (len(FEATURE_NAMES),), np.float64,
                         lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg), "rhythm features", progress)
 

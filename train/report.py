@@ -112,9 +112,7 @@ def plot_training_curves(path, histories):
     Parameters
     ----------
     path : output PNG path.
-    histories : {label: {"loss": [...], "val_loss": [...], "accuracy": [...], "val_accuracy": [...]}},
-        optionally with ``int8_grid_from_epoch`` (epochs after it trained kernels on the int8 grid,
-        drawn as a dotted line).
+    histories : {label: {"loss": [...], "val_loss": [...], "accuracy": [...], "val_accuracy": [...]}}.
     """
     plt = _pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -125,17 +123,12 @@ def plot_training_curves(path, histories):
         if h.get("val_loss"):
             ax_loss.plot(epochs, h["val_loss"], "--", color=line.get_color(), label=f"{label} val")
             ax_acc.plot(epochs, h["val_accuracy"], "--", color=line.get_color())
-        if h.get("int8_grid_from_epoch") is not None:
-            for ax in (ax_loss, ax_acc):
-                ax.axvline(h["int8_grid_from_epoch"] + 0.5, color=line.get_color(), linestyle=":", linewidth=1)
     ax_loss.set_ylabel("loss")
     ax_acc.set_ylabel("accuracy")
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=7)
-    if any(h.get("int8_grid_from_epoch") is not None for h in histories.values()):
-        ax_acc.set_title("dotted line: kernels on the int8 grid from there on", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -29,6 +29,7 @@ from ecgedge.train.augment import AugmentConfig, balanced_class_weights, epoch_b
 from ecgedge.train.baselines import (
     RR_FEATURE_NAMES, predict_folds, rr_classifier, svm_classifier, window_rr_features,
 )
+from ecgedge.train.int8_grid import snap_backbone
 from ecgedge.train.models import (
     build_model, feature_extractor, get_backbone, input_scaling, parse_fine_tune, set_backbone_trainable,
 )
@@ -74,9 +75,6 @@ class TrainConfig:
     rhythm_head : also fit the rhythm head (gradient boosting on the device's rhythm features,
         ecgedge.train.rhythm_head) on every fold and for the deployable model; the device
         combines its probabilities with the CNN's.
-    int8_grid_epochs : with int8_grid, epochs that first train the kernels onto the grid
-        (straight-through); 0: round only (the default: on mitdb-rhythm4 the epochs, picked by
-        a few validation patients, lost accuracy on the test patients).
     augment : AugmentConfig as dict (default: AugmentConfig()), or None for no augmentation.
     paper_n_windows : size of the paper protocol's balanced subset.
     baselines : also run the SVM and RR baselines on the same folds.
@@ -100,7 +98,6 @@ class TrainConfig:
     quant_noise: float = 0.0
     int8_grid: bool = True
     rhythm_head: bool = True
-    int8_grid_epochs: int = 0
     augment: object = field(default_factory=lambda: AugmentConfig().to_dict())
     paper_n_windows: int = protocols.PAPER_N_WINDOWS
     baselines: bool = True
@@ -113,11 +110,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "paper_n_windows"):
             if int(getattr(self, name)) < 1:
                 raise EcgEdgeError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("head_epochs", "patience", "int8_grid_epochs"):
+        for name in ("head_epochs", "patience"):
             if int(getattr(self, name)) < 0:
                 raise EcgEdgeError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if int(self.int8_grid_epochs) > 0 and not self.int8_grid:
-            raise EcgEdgeError("int8_grid_epochs trains kernels onto the int8 grid; it needs int8_grid")
         if self.max_per_class is not None and int(self.max_per_class) < 1:
             raise EcgEdgeError(f"max_per_class must be >= 1, got {self.max_per_class}")
         if not float(self.quant_noise) >= 0:
@@ -223,9 +218,8 @@ def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label
     per-epoch lists (loss, accuracy, val_loss, val_accuracy, val_macro_f1, train_images_per_s --
     model.fit alone --, epoch_seconds -- images, augmentation, fit and validation) plus
     best_epoch (1-based). With ``cfg.int8_grid`` the backbone's kernels end on the int8 grid
-    (:func:`_int8_grid_phase`); the history then holds ``int8_grid_val_macro_f1`` (of the
-    kernels just rounded) and, with ``cfg.int8_grid_epochs``, continues with those epochs from
-    ``int8_grid_from_epoch`` on.
+    (:func:`ecgedge.train.int8_grid.snap_backbone`), and the history holds
+    ``int8_grid_val_macro_f1``, the validation macro-F1 after rounding.
     """
     import keras
 
@@ -242,71 +236,38 @@ def fit_model(data, images, train, val, cfg, scaling, seed, progress=True, label
     augment = None if cfg.augment is None else AugmentConfig(**cfg.augment)
     history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                                "train_images_per_s", "epoch_seconds")}
-
-    def run_epochs(net, epochs, first_epoch, learning_phase, best):
-        """Fit ``net`` epoch by epoch; ``best`` = [score, weights, epoch], updated in place."""
-        waited = 0
-        for epoch in range(first_epoch, first_epoch + epochs):
-            epoch_started = time.perf_counter()
-            learning_phase(epoch)
-            xb, yb = epoch_batch(x_train, y_train, data.fs, data.spec, seed, epoch, cfg.max_per_class, augment)
-            started = time.perf_counter()
-            fitted = net.fit(xb, yb, batch_size=cfg.batch_size, epochs=1, shuffle=False,
-                             verbose=_keras_verbosity(progress),
-                             class_weight=balanced_class_weights(yb, len(class_names)))
-            history["train_images_per_s"].append(len(xb) / (time.perf_counter() - started))
-            history["loss"].append(float(fitted.history["loss"][0]))
-            history["accuracy"].append(float(fitted.history["accuracy"][0]))
-            for key, value in zip(("val_loss", "val_accuracy", "val_macro_f1"),
-                                  _epoch_scores(net, images, val, y_val, class_names)):
-                history[key].append(value)
-            history["epoch_seconds"].append(time.perf_counter() - epoch_started)
-            _log(progress, f"{label} epoch {epoch + 1}/{first_epoch + epochs}: loss {history['loss'][-1]:.4f}, "
-                           f"val macro-F1 {history['val_macro_f1'][-1]:.4f}")
-            if history["val_macro_f1"][-1] > best[0]:
-                best[:], waited = [history["val_macro_f1"][-1], net.get_weights(), epoch + 1], 0
-            else:
-                waited += 1
-                if waited > cfg.patience:
-                    break
-
-    best = [-np.inf, None, 0]
-    run_epochs(model, cfg.epochs, 0, lambda epoch: _learning_phase(model, cfg, epoch), best)
-    model.set_weights(best[1])
-    history["best_epoch"] = best[2]
+    best_score, best_weights, best_epoch, waited = -np.inf, None, 0, 0
+    for epoch in range(cfg.epochs):
+        epoch_started = time.perf_counter()
+        _learning_phase(model, cfg, epoch)
+        xb, yb = epoch_batch(x_train, y_train, data.fs, data.spec, seed, epoch, cfg.max_per_class, augment)
+        started = time.perf_counter()
+        fitted = model.fit(xb, yb, batch_size=cfg.batch_size, epochs=1, shuffle=False, verbose=_keras_verbosity(progress),
+                           class_weight=balanced_class_weights(yb, len(class_names)))
+        history["train_images_per_s"].append(len(xb) / (time.perf_counter() - started))
+        history["loss"].append(float(fitted.history["loss"][0]))
+        history["accuracy"].append(float(fitted.history["accuracy"][0]))
+        for key, value in zip(("val_loss", "val_accuracy", "val_macro_f1"),
+                              _epoch_scores(model, images, val, y_val, class_names)):
+            history[key].append(value)
+        history["epoch_seconds"].append(time.perf_counter() - epoch_started)
+        _log(progress, f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {history['loss'][-1]:.4f}, "
+                       f"val macro-F1 {history['val_macro_f1'][-1]:.4f}")
+        if history["val_macro_f1"][-1] > best_score:
+            best_score, best_weights, best_epoch, waited = history["val_macro_f1"][-1], model.get_weights(), epoch + 1, 0
+        else:
+            waited += 1
+            if waited > cfg.patience:
+                break
+    model.set_weights(best_weights)
+    history["best_epoch"] = best_epoch
     if cfg.int8_grid:
         if before_int8_grid is not None:
             before_int8_grid(model)
-        _int8_grid_phase(model, run_epochs, cfg, images, val, y_val, class_names, history, progress, label)
+        snap_backbone(model)
+        history["int8_grid_val_macro_f1"] = _epoch_scores(model, images, val, y_val, class_names)[2]
+        _log(progress, f"{label} kernels on the int8 grid: val macro-F1 {history['int8_grid_val_macro_f1']:.4f}")
     return model, history
-
-
-def _int8_grid_phase(model, run_epochs, cfg, images, val, y_val, class_names, history, progress, label):
-    """Round ``model``'s backbone kernels to the int8 grid (:mod:`ecgedge.train.int8_grid`).
-
-    With ``cfg.int8_grid_epochs``, candidates are the trained model with its kernels just
-    rounded, then each grid epoch (at a tenth of the last learning rate: a fresh optimizer at the
-    full rate undid the training on mitdb-rhythm4); the best validation macro-F1 wins.
-    """
-    from ecgedge.train.int8_grid import grid_model, snap_into
-
-    twin, pairs = grid_model(model)
-    score = _epoch_scores(twin, images, val, y_val, class_names)[2]
-    _log(progress, f"{label} kernels on the int8 grid: val macro-F1 {score:.4f}")
-    history["int8_grid_val_macro_f1"] = score
-    if cfg.int8_grid_epochs:
-        first_epoch = len(history["loss"])
-        best = [score, twin.get_weights(), history["best_epoch"]]
-
-        def learning_phase(epoch):
-            if epoch == first_epoch:
-                set_backbone_trainable(twin, get_backbone(cfg.backbone), cfg.fine_tune)
-                _compile(twin, (cfg.fine_tune_learning_rate if cfg.fine_tune else cfg.learning_rate) / 10)
-
-        run_epochs(twin, cfg.int8_grid_epochs, first_epoch, learning_phase, best)
-        twin.set_weights(best[1])
-        history.update(int8_grid_from_epoch=first_epoch, best_epoch=best[2])
-    snap_into(pairs)
 
 
 def evaluate_model(model, images, positions, y, class_names):
