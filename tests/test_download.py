@@ -79,6 +79,23 @@ def test_download_fetches_every_file(physionet_server, tmp_path):
     assert dict(zip(*np.unique(windows.label, return_counts=True))) == {"(AFIB": 2 + 3, "(N": 1}
 
 
+def test_each_file_is_fetched_once(physionet_server, tmp_path, monkeypatch):
+    """wfdb lists a two-lead record's .dat twice; two threads fetching it at once used to
+    append one copy to the other (a CI run caught r1.dat longer than the server's)."""
+    from wfdb.io import download
+
+    fetched, real = [], download.dl_pn_file
+
+    def counting(inputs):
+        fetched.append(inputs[0])
+        return real(inputs)
+
+    monkeypatch.setattr(download, "dl_pn_file", counting)
+    url, _ = physionet_server
+    download_database("tinydb", tmp_path / "data", url)
+    assert sorted(fetched) == ["r1.atr", "r1.dat", "r1.hea", "r2.atr", "r2.dat", "r2.hea"]
+
+
 def test_unreachable_server_is_exit_2_and_leaves_nothing(tmp_path):
     data = tmp_path / "data"
     url = closed_port_url()

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 from ecgedge.device.errors import EcgEdgeError
@@ -27,19 +28,43 @@ def physionet_url(url=None):
     return url if url.endswith("/") else url + "/"
 
 
+def _once_per_file(dl_pn_file):
+    """Wrap wfdb's per-file downloader so that each local file is fetched once.
+
+    ``wfdb.dl_database`` (4.3) lists a record's signal file once per signal, so the ``.dat``
+    of a two-lead record such as MIT-BIH's is listed twice, and its two download threads can
+    fetch it at the same time: the second sees a partial file and appends to it, leaving a
+    file longer than the server's.
+    """
+    started, lock = set(), threading.Lock()
+
+    def fetch_once(inputs):
+        basefile, subdir, _, dl_dir = inputs[:4]
+        key = (dl_dir, subdir, basefile)
+        with lock:
+            if key in started:
+                return None
+            started.add(key)
+        return dl_pn_file(inputs)
+
+    return fetch_once
+
+
 @contextlib.contextmanager
 def _wfdb_pointed_at(url):
-    """Point wfdb's index and content URLs at ``url`` for the duration of the block."""
+    """Point wfdb's index and content URLs at ``url``, and fetch each file once, for the block."""
     from wfdb.io import download
 
-    saved = download.PN_CONTENT_URL, download.config.db_index_url
+    saved = download.PN_CONTENT_URL, download.config.db_index_url, download.dl_pn_file
     download.PN_CONTENT_URL = url + "content/"
     download.set_db_index_url(url + "files/")
+    download.dl_pn_file = _once_per_file(saved[2])
     try:
         yield
     finally:
         download.PN_CONTENT_URL = saved[0]
         download.set_db_index_url(saved[1])
+        download.dl_pn_file = saved[2]
 
 
 def _move_into_place(staging, dest):
