@@ -9,15 +9,20 @@ of a standardised window at the model rate, then describes
   (the beat most like the others), and whether the beats that differ from it come early. A
   ventricular ectopic beat is early and differently shaped; an atrial one is early and shaped
   like the rest; atrial fibrillation is irregular with normal shapes.
+- the signal's sharpness (:func:`sharpness_features`) at ``SHARPNESS_FS``: a pacemaker's
+  stimulus is a spike a few milliseconds wide, sharper than any QRS, and too narrow for the
+  model rate to show.
 
 Numbers that motivated it (mitdb-rhythm4, 5 folds by patient): gradient boosting on these
 features alone scored macro-F1 0.593, the spectrogram CNN 0.566 in the same budget, and the
-geometric mean of the two classifiers' probabilities 0.702.
+geometric mean of the two classifiers' probabilities 0.702. Adding the sharpness features
+raised the features alone from 0.593 to 0.698 (paced rhythm is two thirds of the "other" class;
+its recall rose from 0.32 to 0.61).
 """
 
 import numpy as np
 
-from ecgedge.device.dsp import standardize, to_model_rate
+from ecgedge.device.dsp import resample_poly, resample_ratio, standardize, to_model_rate
 from ecgedge.device.trees import softmax
 
 RR_STAT_NAMES = (
@@ -30,7 +35,8 @@ BEAT_SHAPE_NAMES = (
     "amplitude_sd", "frac_tall", "rr_alternation", "corr_all_mean", "medoid_cluster_frac", "frac_early",
     "prematurity_unlike", "prematurity_sd_like", "medoid_steepness", "beats_per_s",
 )
-FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES
+SHARPNESS_NAMES = ("sharp_curvature_vs_slope", "sharp_curvature_vs_amplitude", "sharp_slope_vs_amplitude")
+FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES + SHARPNESS_NAMES
 
 BEFORE_S, AFTER_S = 0.15, 0.25
 """A beat's shape: the window from 150 ms before to 250 ms after its detected time."""
@@ -38,6 +44,7 @@ REFRACTORY_S = 0.22
 LIKE_CORR = 0.8       # a beat "like" the medoid correlates above this with it
 CLUSTER_CORR = 0.9    # beats above this correlation count as one shape when picking the medoid
 EARLY_RATIO = 0.85    # "early": the RR interval before the beat is below this x the median
+SHARPNESS_FS = 360.0  # MIT-BIH's rate, where the features were chosen; other inputs are resampled to it
 COMBINE_RULE = "geometric_mean"
 """How :func:`combine` merges the CNN's and the rhythm head's probabilities (named in bundles)."""
 
@@ -51,13 +58,18 @@ def _sliding_max(x, width):
     return out if span == width else np.maximum(out[:len(x) - width + 1], out[width - span:])
 
 
+def _quantiles(x, qs):
+    """``np.percentile(x, 100 * q)`` (linear interpolation) of each ``q`` in ``qs``, by one
+    partial sort; a list of floats."""
+    positions = [(x.size - 1) * q for q in qs]
+    bounds = [(int(p), min(int(p) + 1, x.size - 1)) for p in positions]
+    part = np.partition(x, sorted({i for pair in bounds for i in pair}))
+    return [float(part[lo] + (part[hi] - part[lo]) * (p - lo)) for p, (lo, hi) in zip(positions, bounds)]
+
+
 def _quantile(x, q):
     """``np.percentile(x, 100 * q)`` (linear interpolation) by partial sort."""
-    position = (x.size - 1) * q
-    lo = int(position)
-    hi = min(lo + 1, x.size - 1)
-    part = np.partition(x, (lo, hi))
-    return part[lo] + (part[hi] - part[lo]) * (position - lo)
+    return _quantiles(x, (q,))[0]
 
 
 def _median(x):
@@ -198,22 +210,75 @@ def beat_shape_features(z, beats, fs):
     return out
 
 
-def rhythm_features(z, fs):
-    """All rhythm features of one standardised window at the model rate.
+def interval_shape_features(z, fs):
+    """RR statistics and beat shapes of one standardised window at the model rate.
 
     Returns
     -------
-    ndarray of shape (len(FEATURE_NAMES),), float64, NaN where a feature is undefined (too few
-    beats).
+    ndarray of shape (len(RR_STAT_NAMES) + len(BEAT_SHAPE_NAMES),), float64, NaN where a
+    feature is undefined (too few beats).
     """
     beats = detect_beats(z, fs)
     return np.concatenate([rr_statistics(np.diff(beats) / fs), beat_shape_features(z, beats, fs)])
 
 
-def window_rhythm_features(x, fs_in, cfg):
-    """Raw window at ``fs_in`` -> its rhythm features, at the model rate of ``cfg`` (a
-    SpectrogramConfig), from the same resampled window the spectrogram is made of."""
-    return rhythm_features(standardize(to_model_rate(x, fs_in, cfg)), cfg.fs)
+def sharpness_features(x):
+    """How sharp the sharpest moments of a raw window at ``SHARPNESS_FS`` are: pacing spikes.
+
+    The curvature (second difference) and slope (first difference) of a pacemaker's stimulus
+    are high against both the steepest QRS slopes and the signal's amplitude (the 99th
+    percentile of its distance from the median; half the central 99 % range scored macro-F1
+    0.66 instead of 0.69-0.70 over three seeds). Each feature is a ratio of two quantiles, so it
+    does not depend on the amplitude units.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n,), float, a raw window at ``SHARPNESS_FS`` Hz, any amplitude units.
+
+    Returns
+    -------
+    ndarray of shape (len(SHARPNESS_NAMES),), float64: the 99.9th percentile of |curvature| over
+    the 99th of |slope|; the 99.5th of |curvature| over the amplitude; the 99.9th of |slope|
+    over the amplitude. NaN for a flat window.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 3:
+        return np.full(len(SHARPNESS_NAMES), np.nan)
+    amplitude = _quantile(np.abs(x - _quantile(x, 0.5)), 0.99)
+    step = np.diff(x)
+    curvature = np.abs(np.diff(step))
+    slope = np.abs(step)
+    typical_slope, steepest_slope = _quantiles(slope, (0.99, 0.999))
+    sharp_curvature, sharpest_curvature = _quantiles(curvature, (0.995, 0.999))
+    if amplitude <= 0 or typical_slope <= 0:
+        return np.full(len(SHARPNESS_NAMES), np.nan)
+    return np.array([sharpest_curvature / typical_slope, sharp_curvature / amplitude,
+                     steepest_slope / amplitude])
+
+
+def window_rhythm_features(x, fs_in, cfg, at_model_rate=None):
+    """All rhythm features (``FEATURE_NAMES``) of one raw window.
+
+    Parameters
+    ----------
+    x : ndarray of shape (window_length(fs_in, cfg),), float, a raw window at ``fs_in`` Hz.
+    fs_in : float, Hz.
+    cfg : SpectrogramConfig, whose model rate the intervals and shapes are measured at.
+    at_model_rate : ``to_model_rate(x, fs_in, cfg)`` when the caller has it already (the
+        spectrogram is made of the same resampled window).
+
+    Returns
+    -------
+    ndarray of shape (len(FEATURE_NAMES),), float64, NaN where a feature is undefined.
+    """
+    if at_model_rate is None:
+        at_model_rate = to_model_rate(x, fs_in, cfg)
+    at_sharpness_rate = x
+    if fs_in != SHARPNESS_FS:
+        up, down = resample_ratio(fs_in, SHARPNESS_FS)
+        at_sharpness_rate = resample_poly(np.asarray(x, dtype=np.float64), up, down)
+    return np.concatenate([interval_shape_features(standardize(at_model_rate), cfg.fs),
+                           sharpness_features(at_sharpness_rate)])
 
 
 def combine(cnn_proba, rhythm_proba):

@@ -20,7 +20,7 @@ from ecgedge.device.bundle import load_bundle
 from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
-from ecgedge.device.rhythm import combine, rhythm_features
+from ecgedge.device.rhythm import combine, window_rhythm_features
 from ecgedge.device.trees import load_trees
 
 # Quality limits of one window, calibrated on MIT-BIH (48 records, 10 s windows, MLII): the
@@ -208,7 +208,7 @@ class Classifier:
         image = spectrogram_image(at_model_rate, self.cfg)
         if self.trees is None:
             return image, None
-        return image, rhythm_features(standardize(at_model_rate), self.cfg.fs)
+        return image, window_rhythm_features(window, fs, self.cfg, at_model_rate)
 
     def with_rhythm(self, probs, features):
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""

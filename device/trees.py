@@ -2,8 +2,8 @@
 
 Training fits scikit-learn's ``HistGradientBoostingClassifier``; ``ecgedge.train.rhythm_head``
 exports its trees into the flat arrays below (an ``.npz`` in the bundle), and :class:`Trees`
-walks all trees at once, one level per step, so a window costs about as many numpy calls as the
-deepest tree is deep. The rule at each split is scikit-learn's: a missing value (NaN) goes where
+decides every split of every tree for a window in one step, then walks all trees at once, one
+gather per level, so a window costs a few numpy calls more than the deepest tree is deep. The rule at each split is scikit-learn's: a missing value (NaN) goes where
 the split sent the missing values in training, any other value goes left when ``<= threshold``.
 """
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from ecgedge.device.errors import EcgEdgeError
 
+ROWS_AT_ONCE = 64  # rows whose every split is decided in one step (64 x nodes booleans and ints)
 ARRAYS = ("feature", "threshold", "missing_left", "left", "right", "value", "is_leaf", "roots", "baseline")
 
 
@@ -83,15 +84,22 @@ class Trees:
         rows = np.atleast_2d(x)
         if rows.shape[1] < self.n_features:
             raise EcgEdgeError(f"the trees read {self.n_features} features, got rows of {rows.shape[1]}")
-        both = np.concatenate([np.where(np.isnan(rows), -np.inf, rows), rows], axis=1)
-        node = np.broadcast_to(self.roots.reshape(-1), (rows.shape[0], self.roots.size))
-        sample = np.arange(rows.shape[0])[:, None] * both.shape[1]
-        flat = both.reshape(-1)
-        for _ in range(self.depth):
-            go_left = flat[sample + self.column[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        raw = self.baseline + self.value[node].reshape(rows.shape[0], *self.roots.shape).sum(axis=1)
+        raw = np.concatenate([self._raw_scores(rows[i:i + ROWS_AT_ONCE])
+                              for i in range(0, max(rows.shape[0], 1), ROWS_AT_ONCE)])
         return raw if x.ndim == 2 else raw[0]
+
+    def _raw_scores(self, rows):
+        """:meth:`raw_scores` of a few rows: decide every split of every tree at once, then walk."""
+        n_nodes = self.left.size
+        both = np.concatenate([np.where(np.isnan(rows), -np.inf, rows), rows], axis=1)
+        go_left = both[:, self.column] <= self.threshold
+        offset = (np.arange(rows.shape[0]) * n_nodes)[:, None]
+        child = (np.where(go_left, self.left, self.right) + offset).reshape(-1)
+        node = self.roots.reshape(-1) + offset
+        for _ in range(self.depth):
+            node = child[node]
+        leaves = self.value[node - offset]
+        return self.baseline + leaves.reshape(rows.shape[0], *self.roots.shape).sum(axis=1)
 
     def predict_proba(self, x):
         """Class probabilities (softmax of :meth:`raw_scores`), same shapes."""

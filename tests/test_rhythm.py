@@ -41,19 +41,60 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
             wide.append(i)
         t += 0.55 if i % 2 == 0 else 1.05  # short RR before each wide beat, long after
     z = synthetic_ecg(beats, wide=wide)
-    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(z, FS)))
-    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(synthetic_ecg(np.arange(0.5, 10, 0.8)), FS)))
+    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(z, FS)))
+    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(synthetic_ecg(np.arange(0.5, 10, 0.8)), FS)))
     assert f["frac_unlike_medoid"] == pytest.approx(0.5, abs=0.1)
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == len(rhythm.FEATURE_NAMES) == 32
+    assert len(f) == len(rhythm.FEATURE_NAMES) - len(rhythm.SHARPNESS_NAMES) == 32
 
 
 def test_a_flat_window_gives_nan_features_not_an_error():
-    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.rhythm_features(np.zeros(1280), FS)))
-    assert f.pop("n_shaped_beats") == 0
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("mitdb-rhythm4").spectrogram
+    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
+    assert len(f) == 35 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
+
+
+def paced_ecg(fs, spikes, seconds=10.0):
+    """A smooth ECG-like trace at ``fs`` in millivolts; with ``spikes``, a pacemaker stimulus
+    (one sample, 0.5 mV) 20 ms before each QRS."""
+    t = np.arange(int(seconds * fs)) / fs
+    x = 0.2 * np.sin(2 * np.pi * 0.3 * t)  # baseline wander
+    for b in np.arange(0.5, seconds, 0.8):
+        x += 1.2 * np.exp(-0.5 * ((t - b) / 0.03) ** 2) + 0.3 * np.exp(-0.5 * ((t - b - 0.3) / 0.06) ** 2)
+        if spikes:
+            x[int(round((b - 0.02) * fs))] += 0.5
+    return x + 0.005 * np.random.default_rng(0).normal(size=t.size)
+
+
+def test_pacing_spikes_make_the_window_sharper_in_any_amplitude_unit():
+    paced, plain = paced_ecg(360.0, True), paced_ecg(360.0, False)
+    f_paced, f_plain = rhythm.sharpness_features(paced), rhythm.sharpness_features(plain)
+    assert np.all(f_paced > 2 * f_plain), (f_paced, f_plain)
+    np.testing.assert_allclose(rhythm.sharpness_features(1000 * paced - 3), f_paced, rtol=1e-9)
+    assert np.isnan(rhythm.sharpness_features(np.full(3600, 2.5))).all()
+
+
+def test_sharpness_is_measured_at_its_own_rate_whatever_the_input_rate():
+    """A 250 Hz input is resampled to SHARPNESS_FS for the sharpness features, and a 360 Hz one
+    is used as it is, while the intervals and shapes come from the model rate in both cases."""
+    from ecgedge.device.dsp import resample_poly, resample_ratio
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("mitdb-rhythm4").spectrogram
+    at_360, at_250 = paced_ecg(360.0, True), paced_ecg(250.0, True)
+    f360 = rhythm.window_rhythm_features(at_360, 360.0, cfg)
+    np.testing.assert_array_equal(f360[-3:], rhythm.sharpness_features(at_360))
+    f250 = rhythm.window_rhythm_features(at_250, 250.0, cfg)
+    upsampled = resample_poly(at_250, *resample_ratio(250.0, rhythm.SHARPNESS_FS))
+    np.testing.assert_array_equal(f250[-3:], rhythm.sharpness_features(upsampled))
+    names = list(rhythm.FEATURE_NAMES)
+    assert f360[names.index("heart_rate_bpm")] == pytest.approx(75.0, rel=0.02)
+    assert f250[names.index("heart_rate_bpm")] == pytest.approx(75.0, rel=0.02)
 
 
 def test_combine_is_a_normalised_geometric_mean():
@@ -188,8 +229,10 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     window = synthetic_ecg(with_head.window_samples(fs), fs, seed=3)
     image, features = with_head.preprocess(window, fs)
     np.testing.assert_array_equal(image, window_image(window, fs, with_head.cfg))
+    np.testing.assert_array_equal(features, rhythm.window_rhythm_features(window, fs, with_head.cfg))
     at_model_rate = to_model_rate(window, fs, with_head.cfg)
-    np.testing.assert_array_equal(features, rhythm.rhythm_features(standardize(at_model_rate), with_head.cfg.fs))
+    interval_shape = rhythm.interval_shape_features(standardize(at_model_rate), with_head.cfg.fs)
+    np.testing.assert_array_equal(features[:-3], interval_shape)
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
