@@ -597,7 +597,8 @@ def _default(name):
               help=f"int8 calibration windows [default: {_default('n_representative')}].")
 @click.option("--seed", type=int, default=None, help=f"[default: {_default('seed')}]")
 @click.option("--rhythm-head/--no-rhythm-head", default=None,
-              help="Train the rhythm head (gradient boosting on the beats the device detects) and combine it "
+              help="Train the rhythm head (gradient boosting on the beats the device detects and the "
+                   "signal's sharpness) and combine it "
                    f"with the CNN on the device [default: {_default('rhythm_head')}].")
 @click.option("--int8-grid/--no-int8-grid", default=None,
               help="Round the backbone's kernels to the int8 grid after training, so the float model "

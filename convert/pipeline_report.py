@@ -17,7 +17,8 @@ MODEL_NAMES = {"cnn_rhythm_int8": "**the device**: int8 CNN + rhythm head, each 
                "cnn_int8": "MobileNet CNN alone, each fold converted to int8",
                "cnn": "MobileNet CNN alone (float)",
                "cnn_plain_kernels": "MobileNet CNN alone (float, before rounding its kernels to the int8 grid)",
-               "rhythm_head": "rhythm head alone (gradient boosting on the beats the device detects)",
+               "rhythm_head": ("rhythm head alone (gradient boosting on the beats the device detects and "
+                               "the signal's sharpness)"),
                "svm_imagenet": "SVM on ImageNet features (paper's recipe)",
                "rr_gbm": "RR intervals + gradient boosting (reads reference beats and their types)"}
 

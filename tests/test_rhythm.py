@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecgedge.device import rhythm
 from ecgedge.device.errors import EcgEdgeError
@@ -57,6 +59,14 @@ def test_a_flat_window_gives_nan_features_not_an_error():
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
     assert len(f) == 35 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=400),
+       st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4))
+def test_quantiles_equal_numpy_percentile_with_ties(values, qs):
+    x = np.array(values, dtype=np.float64) / 4  # few distinct values: many ties, like ADC samples
+    np.testing.assert_allclose(rhythm._quantiles(x, qs), np.percentile(x, 100 * np.array(qs)), rtol=0, atol=1e-12)
 
 
 def paced_ecg(fs, spikes, seconds=10.0):

@@ -1,6 +1,7 @@
 """The rhythm head: gradient boosting on the device's rhythm features, beside the spectrogram CNN.
 
-Features come from ``ecgedge.device.rhythm`` (beats the device detects itself, no annotations).
+Features come from ``ecgedge.device.rhythm`` (beats the device detects itself and the signal's
+sharpness, no annotations).
 The classifier is scikit-learn's ``HistGradientBoostingClassifier`` with balanced class weights;
 :func:`export_trees` flattens it for ``ecgedge.device.trees.Trees``, which runs it in numpy.
 The CNN's and the head's class probabilities are combined on the device by
