@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgedge.device.bundle import load_bundle
-from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
+from ecgedge.device.dsp import spectrogram_image, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
 from ecgedge.device.rhythm import combine, window_rhythm_features

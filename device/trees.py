@@ -3,8 +3,9 @@
 Training fits scikit-learn's ``HistGradientBoostingClassifier``; ``ecgedge.train.rhythm_head``
 exports its trees into the flat arrays below (an ``.npz`` in the bundle), and :class:`Trees`
 decides every split of every tree for a window in one step, then walks all trees at once, one
-gather per level, so a window costs a few numpy calls more than the deepest tree is deep. The rule at each split is scikit-learn's: a missing value (NaN) goes where
-the split sent the missing values in training, any other value goes left when ``<= threshold``.
+gather per level, so a window costs a few numpy calls more than the deepest tree is deep. The
+rule at each split is scikit-learn's: a missing value (NaN) goes where the split sent the
+missing values in training, any other value goes left when ``<= threshold``.
 """
 
 import numpy as np

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sysconfig
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
