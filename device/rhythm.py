@@ -273,10 +273,7 @@ def window_rhythm_features(x, fs_in, cfg, at_model_rate=None):
     """
     if at_model_rate is None:
         at_model_rate = to_model_rate(x, fs_in, cfg)
-    at_sharpness_rate = x
-    if fs_in != SHARPNESS_FS:
-        up, down = resample_ratio(fs_in, SHARPNESS_FS)
-        at_sharpness_rate = resample_poly(np.asarray(x, dtype=np.float64), up, down)
+    at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x, *resample_ratio(fs_in, SHARPNESS_FS))
     return np.concatenate([interval_shape_features(standardize(at_model_rate), cfg.fs),
                            sharpness_features(at_sharpness_rate)])
 

@@ -85,8 +85,8 @@ class Trees:
         rows = np.atleast_2d(x)
         if rows.shape[1] < self.n_features:
             raise EcgEdgeError(f"the trees read {self.n_features} features, got rows of {rows.shape[1]}")
-        raw = np.concatenate([self._raw_scores(rows[i:i + ROWS_AT_ONCE])
-                              for i in range(0, max(rows.shape[0], 1), ROWS_AT_ONCE)])
+        starts = range(0, max(rows.shape[0], 1), ROWS_AT_ONCE)  # one (empty) chunk for zero rows
+        raw = np.concatenate([self._raw_scores(rows[i:i + ROWS_AT_ONCE]) for i in starts])
         return raw if x.ndim == 2 else raw[0]
 
     def _raw_scores(self, rows):

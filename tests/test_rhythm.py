@@ -44,7 +44,8 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
         t += 0.55 if i % 2 == 0 else 1.05  # short RR before each wide beat, long after
     z = synthetic_ecg(beats, wide=wide)
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(z, FS)))
-    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(synthetic_ecg(np.arange(0.5, 10, 0.8)), FS)))
+    regular = synthetic_ecg(np.arange(0.5, 10, 0.8))
+    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(regular, FS)))
     assert f["frac_unlike_medoid"] == pytest.approx(0.5, abs=0.1)
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
@@ -66,7 +67,8 @@ def test_a_flat_window_gives_nan_features_not_an_error():
        st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4))
 def test_quantiles_equal_numpy_percentile_with_ties(values, qs):
     x = np.array(values, dtype=np.float64) / 4  # few distinct values: many ties, like ADC samples
-    np.testing.assert_allclose(rhythm._quantiles(x, qs), np.percentile(x, 100 * np.array(qs)), rtol=0, atol=1e-12)
+    expected = np.percentile(x, 100 * np.array(qs))
+    np.testing.assert_allclose(rhythm._quantiles(x, qs), expected, rtol=0, atol=1e-12)
 
 
 def paced_ecg(fs, spikes, seconds=10.0):
