@@ -106,15 +106,20 @@ def bench():
 @click.option("-n", "n", type=click.IntRange(min=1), default=300, show_default=True, help="Timed windows.")
 @click.option("--warmup", type=click.IntRange(min=0), default=30, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="Batch of the throughput runs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--windows", "source", type=click.Choice(["mitdb", "synthetic"]), default="mitdb", show_default=True,
+              help="Real MIT-BIH windows spread over all records, or a seeded synthetic ECG (no data needed).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of PhysioNet databases, for --windows mitdb [default: $ECGEDGE_DATA].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic windows.")
 @RESULTS_OPTION
-def latency(pipeline_dir, bundle, float_bundle, run_dir, n, warmup, batch, seed, results_dir):
+def latency(pipeline_dir, bundle, float_bundle, run_dir, n, warmup, batch, source, data_dir, seed, results_dir):
     """Per-window latency on one core: Keras float (tf.function, batch 1) vs TFLite float32 vs int8."""
     from ecgedge.convert import bench_latency
 
     results = bench_latency.run(
         pipeline_path(bundle, pipeline_dir, "bundle"), pipeline_path(float_bundle, pipeline_dir, "bundle-float32"),
-        pipeline_path(run_dir, pipeline_dir, "run"), n=n, warmup=warmup, batch=batch, seed=seed)
+        pipeline_path(run_dir, pipeline_dir, "run"), n=n, warmup=warmup, batch=batch, seed=seed, source=source,
+        data_dir=data_dir)
     click.echo(bench_latency.summary(results))
     _done(write_result(results_dir, "latency", results, bench_latency.plot))
 
@@ -162,12 +167,14 @@ def backbones(backbones, weights, epochs, records, max_per_class, n_folds, work_
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of PhysioNet databases [default: $ECGEDGE_DATA]; mitdb records are concatenated.")
 @click.option("--lengths", default=None, help="Comma-separated signal lengths in seconds [default: 1 min .. 24 h].")
+@click.option("--rhythm-head/--no-rhythm-head", default=True, show_default=True,
+              help="Combine the model with the bundle's rhythm head, when it has one, or time the model alone.")
 @RESULTS_OPTION
-def scaling(pipeline_dir, bundle, data_dir, lengths, results_dir):
+def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
     """Cost against signal length (real mitdb records concatenated, streamed): time, memory, real-time factor."""
     from ecgedge.convert import bench_scaling
 
     lengths = [float(v) for v in lengths.split(",")] if lengths else bench_scaling.DEFAULT_LENGTHS_S
-    results = bench_scaling.run(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir)
+    results = bench_scaling.run(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir, rhythm_head)
     click.echo(json.dumps(results["fit"]))
     _done(write_result(results_dir, "scaling", results, bench_scaling.plot))

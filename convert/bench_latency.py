@@ -5,13 +5,22 @@ Per window, on one core (TensorFlow intra/inter-op threads 1, interpreter ``num_
 - DSP alone: ``Classifier.preprocess`` (resampling, standardisation, three STFTs and, for a
   bundle with a rhythm head, the beat detection and rhythm features);
 - Keras float model through ``tf.function`` at batch 1 (on a GPU when TensorFlow sees one);
-- TFLite float32 and TFLite int8 through the device runtime (``Classifier``).
+- TFLite float32 and TFLite int8 through the device runtime (``Classifier``); for a bundle
+  with a rhythm head, also int8 without it (``tflite_int8_model_only``: its own DSP, no rhythm
+  features or trees), the faster and less accurate choice of ``--no-rhythm-head``.
+
+The windows are real MIT-BIH ECG spread over all records (:func:`record_windows`; real ECG
+costs the DSP more than a synthetic one: more beats, less regular), or a seeded synthetic ECG
+when no data is at hand.
 
 Each implementation is timed for its model call ("invoke") and end to end (DSP + model),
-after a warm-up, as median and p90. Ratios reference / device come from the same run, so they
-survive the noise of a shared machine. Throughput runs batches of ``batch`` windows per invoke.
+after a warm-up, as median and p90. Ratios reference / device come from the same run on the
+same windows; a shared machine's pace can still change between the parts of one run, so compare
+runs by their ratios rather than their milliseconds. Throughput runs batches of ``batch``
+windows per invoke.
 """
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -29,6 +38,39 @@ def seeded_windows(fs, length, n, seed):
     """``n`` windows of ``length`` samples, consecutive slices of one seeded synthetic ECG (list of ndarray)."""
     signal = synthetic_ecg(length * n, fs, seed)
     return [signal[i * length:(i + 1) * length] for i in range(n)]
+
+
+def record_windows(window_s, n, data_dir=None):
+    """``n`` raw windows of the MIT-BIH records (lead MLII, else the first), the signals the device meets.
+
+    Every record gives ``ceil(n / records)`` windows evenly spaced over its length, taken in
+    turns (the first window of each record, then the second, ...), so any leading part, the
+    warm-up included, spans many patients. Records shorter than a window give none; the others'
+    windows are then repeated to make ``n``.
+
+    Returns
+    -------
+    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
+    """
+    from ecgedge.convert.bench_scaling import record_paths
+    from ecgedge.device.wfdb_reader import read_signal
+
+    paths = record_paths(data_dir)
+    per_record = -(-n // len(paths))
+    by_record, rates = [], set()
+    for path in paths:
+        signal, fs, _ = read_signal(path, ["MLII"])
+        length = int(round(window_s * fs))
+        if signal.size < length:
+            continue
+        rates.add(fs)
+        starts = np.linspace(0, signal.size - length, per_record).astype(int)
+        by_record.append([signal[s:s + length] for s in starts])
+    if len(rates) != 1:
+        raise EcgEdgeError(f"latency windows need records of one sampling rate, at least {window_s} s long; "
+                           f"{Path(paths[0]).parent} has rates {sorted(rates)} among those")
+    in_turns = [w for windows in zip(*by_record) for w in windows]
+    return list(itertools.islice(itertools.cycle(in_turns), n)), rates.pop()
 
 
 def single_core_tensorflow():
@@ -135,16 +177,23 @@ def targets(results):
     int8 = results["timings"]["tflite_int8"]
     dsp_invoke = results["timings"]["dsp"]["median_ms"] + int8["invoke"]["median_ms"]
     speedup = results["ratios"].get("keras_float_over_tflite_int8_end_to_end")
-    return {
+    out = {
         "int8_bytes": int8["bytes"], "int8_bytes_ok": int8["bytes"] <= TARGETS["int8_bytes_max"],
         "dsp_plus_invoke_ms": round(dsp_invoke, 4), "dsp_plus_invoke_ok": dsp_invoke <= TARGETS["dsp_plus_invoke_ms_max"],
         "speedup_end_to_end": speedup, "speedup_ok": None if speedup is None else speedup >= TARGETS["speedup_min"],
         "limits": TARGETS,
     }
+    model_only = results["timings"].get("tflite_int8_model_only")
+    if model_only is not None:
+        ms = model_only["dsp"]["median_ms"] + model_only["invoke"]["median_ms"]
+        out.update(model_only_dsp_plus_invoke_ms=round(ms, 4),
+                   model_only_dsp_plus_invoke_ok=ms <= TARGETS["dsp_plus_invoke_ms_max"])
+    return out
 
 
-def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, seed=0, fs=FS):
-    """Time DSP, Keras float, TFLite float32 and int8 on the same seeded windows.
+def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, seed=0, fs=FS, source="mitdb",
+        data_dir=None):
+    """Time DSP, Keras float, TFLite float32 and int8 on the same windows.
 
     Parameters
     ----------
@@ -153,14 +202,17 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     run_dir : training run with model.keras or None (the Keras reference is left out).
     n, warmup : timed and untimed windows per measurement.
     batch : windows per invoke in the throughput runs.
-    seed : seed of the synthetic windows.
-    fs : their sampling rate, Hz (resampling is part of the DSP).
+    source : "mitdb" (real windows, :func:`record_windows`, from ``data_dir`` or $ECGEDGE_DATA)
+        or "synthetic" (a seeded synthetic ECG at ``fs``, with ``seed``). Real ECG costs the
+        DSP more than the synthetic one: more beats, and less regular ones.
+    fs : sampling rate of the synthetic windows, Hz (resampling is part of the DSP).
 
     Returns
     -------
-    dict: windows {n, warmup, fs, seed, batch}, timings {dsp, keras_float, tflite_float32,
-    tflite_int8 (each {invoke, end_to_end} {median_ms, p90_ms})}, ratios, throughput
-    {implementation: windows/s}, targets.
+    dict: windows {source, n, warmup, fs, seed, batch, threads}, timings {dsp, keras_float,
+    tflite_float32, tflite_int8 (each {invoke, end_to_end} {median_ms, p90_ms}),
+    tflite_int8_model_only (also its own dsp)}, ratios, throughput {implementation: windows/s},
+    targets.
     """
     from ecgedge.device.runtime import Classifier
 
@@ -170,12 +222,21 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
         single_core_tensorflow()  # before anything else starts TensorFlow's thread pools
     timings, throughput = {}, {}
     classifier = Classifier(bundle, num_threads=1)
-    windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
+    if source == "mitdb":
+        windows, fs = record_windows(classifier.window_s, n + warmup, data_dir)
+    elif source == "synthetic":
+        windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
+    else:
+        raise EcgEdgeError(f"latency windows come from 'mitdb' or 'synthetic', got {source!r}")
     images = [classifier.preprocess(w, fs)[0] for w in windows[:batch]]
     timings["dsp"] = _stats(_timed_after_warmup(lambda w: classifier.preprocess(w, fs), [(w,) for w in windows],
                                                 warmup))
     timings["tflite_int8"] = runtime_timings(classifier, windows, fs, warmup)
     throughput["tflite_int8"] = tflite_throughput(classifier, images, batch)
+    if classifier.trees is not None:  # the same bundle deciding without its rhythm head
+        model_only = Classifier(bundle, num_threads=1, rhythm_head=False)
+        dsp = _timed_after_warmup(lambda w: model_only.preprocess(w, fs), [(w,) for w in windows], warmup)
+        timings["tflite_int8_model_only"] = {"dsp": _stats(dsp), **runtime_timings(model_only, windows, fs, warmup)}
     if float_bundle is not None:
         float_classifier = Classifier(float_bundle, num_threads=1)
         timings["tflite_float32"] = runtime_timings(float_classifier, windows, fs, warmup)
@@ -183,7 +244,8 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     if run_dir is not None:
         timings["keras_float"], call = keras_reference(Path(run_dir), windows, fs, classifier, warmup)
         throughput["keras_float"] = keras_throughput(call, images, batch)
-    results = {"windows": {"n": n, "warmup": warmup, "fs": fs, "seed": seed, "batch": batch, "threads": 1},
+    results = {"windows": {"source": source, "n": n, "warmup": warmup, "fs": fs, "seed": seed, "batch": batch,
+                           "threads": 1},
                "timings": timings, "ratios": ratios(timings), "throughput_windows_per_s": throughput}
     results["targets"] = targets(results)
     return results
@@ -192,10 +254,10 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
 def summary(results):
     """Lines for the terminal: medians, ratios, targets."""
     lines = [f"DSP median {results['timings']['dsp']['median_ms']:.3f} ms"]
-    for name in ("keras_float", "tflite_float32", "tflite_int8"):
+    for name in ("keras_float", "tflite_float32", "tflite_int8", "tflite_int8_model_only"):
         t = results["timings"].get(name)
         if t:
-            lines.append(f"{name:<15} invoke {t['invoke']['median_ms']:.3f} ms  end to end "
+            lines.append(f"{name:<22} invoke {t['invoke']['median_ms']:.3f} ms  end to end "
                          f"{t['end_to_end']['median_ms']:.3f} ms (p90 {t['end_to_end']['p90_ms']:.3f})")
     lines.append(f"ratios {results['ratios']}")
     lines.append(f"throughput (windows/s) {results['throughput_windows_per_s']}")
@@ -208,6 +270,7 @@ def plot(path, results):
     from ecgedge.convert.pipeline_report import plot_latency_bars
 
     t = results["timings"]
-    bars = {name: {"dsp": t["dsp"], **t[name]} for name in ("keras_float", "tflite_float32", "tflite_int8")
-            if name in t}
-    plot_latency_bars(path, bars, title=f"median per window (whisker: p90), one core, n={results['windows']['n']}")
+    bars = {name: {"dsp": t["dsp"], **t[name]}
+            for name in ("keras_float", "tflite_float32", "tflite_int8", "tflite_int8_model_only") if name in t}
+    plot_latency_bars(path, bars, title=f"median per window (whisker: p90), one core, "
+                       f"{results['windows']['n']} {results['windows'].get('source', 'synthetic')} windows")

@@ -49,18 +49,20 @@ def signal_chunks(paths, seconds, lead=("MLII",)):
             return
 
 
-def stream_cost(bundle, paths, seconds):
+def stream_cost(bundle, paths, seconds, rhythm_head=True):
     """Stream ``seconds`` of concatenated records through the runtime; measure this process.
+
+    ``rhythm_head=False`` decides with the bundle's model alone (``Classifier(rhythm_head=False)``).
 
     Returns
     -------
     dict: seconds (signal), windows, classified, wall_s, cpu_s, rss_before_mib (after loading the
-    model), peak_rss_mib.
+    model), peak_rss_mib, rhythm_head (whether the bundle's rhythm head took part).
     """
     from ecgedge.device.benchmark import peak_rss_mib
     from ecgedge.device.runtime import Classifier, StreamingClassifier
 
-    classifier = Classifier(bundle, num_threads=1)
+    classifier = Classifier(bundle, num_threads=1, rhythm_head=rhythm_head)
     before = peak_rss_mib()
     stream, windows, classified = None, 0, 0
     wall, cpu = time.perf_counter(), time.process_time()
@@ -71,20 +73,20 @@ def stream_cost(bundle, paths, seconds):
             classified += result.label is not None
     return {"seconds": seconds, "windows": windows, "classified": classified,
             "wall_s": round(time.perf_counter() - wall, 4), "cpu_s": round(time.process_time() - cpu, 4),
-            "rss_before_mib": before, "peak_rss_mib": peak_rss_mib()}
+            "rss_before_mib": before, "peak_rss_mib": peak_rss_mib(), "rhythm_head": classifier.trees is not None}
 
 
 def child_main():
     """Entry of the measuring subprocess: JSON arguments on argv[1], JSON result on stdout."""
     args = json.loads(sys.argv[1])
-    print(json.dumps(stream_cost(args["bundle"], args["paths"], args["seconds"])))
+    print(json.dumps(stream_cost(args["bundle"], args["paths"], args["seconds"], args["rhythm_head"])))
 
 
-def measure(bundle, paths, seconds):
+def measure(bundle, paths, seconds, rhythm_head=True):
     """:func:`stream_cost` in a fresh single-threaded process (dict)."""
     code = "from ecgedge.convert.bench_scaling import child_main; child_main()"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    args = json.dumps({"bundle": str(bundle), "paths": paths, "seconds": seconds})
+    args = json.dumps({"bundle": str(bundle), "paths": paths, "seconds": seconds, "rhythm_head": rhythm_head})
     done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise EcgEdgeError(f"the scaling measurement of {seconds:g} s failed: {done.stderr.strip()[-500:]}")
@@ -101,27 +103,31 @@ def linear_fit(x, y):
             "r2": float(1 - np.sum(residual ** 2) / total) if total > 0 else 1.0}
 
 
-def run(bundle, lengths_s=DEFAULT_LENGTHS_S, data_dir=None):
+def run(bundle, lengths_s=DEFAULT_LENGTHS_S, data_dir=None, rhythm_head=True):
     """Measure every length; fit time against length; report memory spread and real-time factors.
+
+    ``rhythm_head=False`` times the bundle's model alone, without its rhythm head.
 
     Returns
     -------
-    dict: points (list of :func:`stream_cost` dicts plus real_time_factor), fit {time_vs_length
-    (seconds of processing per second of signal), peak_rss_spread_mib, max_real_time_factor,
-    seconds_for_24h (extrapolated from the fit)}.
+    dict: bundle, rhythm_head (whether a rhythm head took part), records, points (list of
+    :func:`stream_cost` dicts plus real_time_factor), fit {time_vs_length (seconds of processing
+    per second of signal), peak_rss_spread_mib, max_real_time_factor, seconds_for_24h
+    (extrapolated from the fit)}.
     """
     if bundle is None:
         raise EcgEdgeError("no int8 bundle: run 'ecgedge pipeline' first or pass --bundle")
     paths = record_paths(data_dir)
     points = []
     for seconds in sorted(lengths_s):
-        point = measure(bundle, paths, float(seconds))
+        point = measure(bundle, paths, float(seconds), rhythm_head)
         point["real_time_factor"] = point["wall_s"] / seconds
         points.append(point)
     fit = linear_fit([p["seconds"] for p in points], [p["wall_s"] for p in points]) if len(points) > 1 else None
     peaks = [p["peak_rss_mib"] for p in points if p["peak_rss_mib"] is not None]
     return {
-        "bundle": str(bundle), "records": [os.path.basename(p) for p in paths], "points": points,
+        "bundle": str(bundle), "rhythm_head": all(p["rhythm_head"] for p in points),
+        "records": [os.path.basename(p) for p in paths], "points": points,
         "fit": {"time_vs_length": fit, "peak_rss_spread_mib": round(max(peaks) - min(peaks), 2) if peaks else None,
                 "max_real_time_factor": max(p["real_time_factor"] for p in points),
                 "seconds_for_24h": None if fit is None else round(fit["slope"] * 86400 + fit["intercept"], 2)},

@@ -175,7 +175,7 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
     dict with n_windows (classified), accuracy, macro_f1, per_class {class: {precision,
     recall, f1, support}}, labels (class order of confusion), confusion (rows true),
     skipped {"labels": {label: windows}, "quality": {reason kind: windows}}, records
-    {record: {"lead", "n_windows"}}.
+    {record: {"lead", "n_windows"}}, rhythm_head (whether the bundle's rhythm head took part).
     """
     manifest = classifier.bundle.manifest
     label_map = classifier.bundle.label_map
@@ -199,8 +199,9 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
             y_true.append(class_index[label_map[label]])
             y_pred.append(class_index[result.label])
         per_record[record] = {"lead": rw.lead, "n_windows": len(results)}
-    return _report(classification_metrics(y_true, y_pred, len(classifier.classes)), classifier.classes,
-                   skipped_labels, skipped_quality, per_record)
+    report = _report(classification_metrics(y_true, y_pred, len(classifier.classes)), classifier.classes,
+                     skipped_labels, skipped_quality, per_record)
+    return {**report, "rhythm_head": classifier.trees is not None}
 
 
 def _report(metrics, classes, skipped_labels, skipped_quality, per_record):

@@ -5,10 +5,12 @@ No timing is asserted (timings are noise on a shared machine); only what the fil
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
+from ecgedge.device.errors import EcgEdgeError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -23,19 +25,59 @@ def read_record(folder, name):
     return record["results"]
 
 
-def test_latency_result_file_without_float_references(tiny_bundle, tmp_path):
-    result = CliRunner().invoke(cli, ["bench", "latency", "--pipeline", str(tmp_path / "none"), "--bundle",
-                                      str(tiny_bundle.path), "-n", "5", "--warmup", "1", "--batch", "4",
-                                      "--results", str(tmp_path)])
+def synthetic_latency(bundle, folder, n, warmup, batch):
+    """``ecgedge bench latency`` of ``bundle`` alone on synthetic windows; its results."""
+    result = CliRunner().invoke(cli, ["bench", "latency", "--pipeline", str(folder / "none"), "--bundle",
+                                      str(bundle.path), "-n", str(n), "--warmup", str(warmup), "--batch", str(batch),
+                                      "--windows", "synthetic", "--results", str(folder)])
     assert result.exit_code == 0, result.output
-    results = read_record(tmp_path, "latency")
-    assert results["windows"] == {"n": 5, "warmup": 1, "fs": 360.0, "seed": 0, "batch": 4, "threads": 1}
+    return read_record(folder, "latency")
+
+
+def test_latency_result_file_without_float_references(tiny_bundle, tmp_path):
+    results = synthetic_latency(tiny_bundle, tmp_path, 5, 1, 4)
+    assert results["windows"] == {"source": "synthetic", "n": 5, "warmup": 1, "fs": 360.0, "seed": 0, "batch": 4,
+                                  "threads": 1}
     assert set(results["timings"]) == {"dsp", "tflite_int8"}
     assert set(results["timings"]["tflite_int8"]["end_to_end"]) == {"median_ms", "p90_ms"}
     assert results["ratios"] == {}  # nothing to compare the device with
     assert set(results["throughput_windows_per_s"]) == {"tflite_int8"}
     targets = results["targets"]
     assert targets["int8_bytes"] == tiny_bundle.manifest["bytes"] and targets["speedup_ok"] is None
+
+
+def test_latency_of_a_bundle_with_a_rhythm_head_also_times_the_model_alone(rhythm_bundle, tmp_path):
+    results = synthetic_latency(rhythm_bundle, tmp_path, 3, 1, 2)
+    assert set(results["timings"]) == {"dsp", "tflite_int8", "tflite_int8_model_only"}
+    model_only = results["timings"]["tflite_int8_model_only"]
+    assert results["timings"]["tflite_int8"]["interpreter"]["rhythm_head"]
+    assert not model_only["interpreter"]["rhythm_head"]
+    assert results["targets"]["model_only_dsp_plus_invoke_ms"] == pytest.approx(
+        model_only["dsp"]["median_ms"] + model_only["invoke"]["median_ms"], abs=1e-3)
+
+
+def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
+    from ecgedge.convert.bench_latency import record_windows
+
+    signals = [wfdb_record(tmp_path / "mitdb", name, 100.0, seconds, leads=("V1", "MLII"), seed=i)[:, 1]
+               for i, (name, seconds) in enumerate([("r1", 30.0), ("r2", 4.0), ("r3", 50.0)])]
+    windows, fs = record_windows(5.0, 5, tmp_path)
+    assert fs == 100.0
+    # ceil(5 / 3) = 2 windows per record, at its start and end; r2 is shorter than a window and
+    # gives none, so the first of the others' four windows comes again as the fifth.
+    r1, r3 = signals[0], signals[2]
+    expected = [r1[:500], r3[:500], r1[2500:], r3[4500:], r1[:500]]
+    assert len(windows) == len(expected)
+    for got, want in zip(windows, expected):
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_latency_windows_refuse_records_shorter_than_a_window(wfdb_record, tmp_path):
+    from ecgedge.convert.bench_latency import record_windows
+
+    wfdb_record(tmp_path / "mitdb", "r1", 100.0, 4.0)
+    with pytest.raises(EcgEdgeError, match="at least 5.0 s long"):
+        record_windows(5.0, 3, tmp_path)
 
 
 def test_latency_refuses_a_missing_bundle(tmp_path):
@@ -56,6 +98,15 @@ def test_scaling_result_file_on_real_records(tiny_bundle, physionet_dir, tmp_pat
         assert p["peak_rss_mib"] >= p["rss_before_mib"] > 0
         assert p["real_time_factor"] == pytest.approx(p["wall_s"] / p["seconds"])
     assert set(results["fit"]) == {"time_vs_length", "peak_rss_spread_mib", "max_real_time_factor", "seconds_for_24h"}
+    assert results["rhythm_head"] is False  # the tiny bundle has none
+
+
+def test_scaling_can_leave_the_rhythm_head_out(rhythm_bundle, physionet_dir, tmp_path):
+    for flag, used in (("--rhythm-head", True), ("--no-rhythm-head", False)):
+        result = CliRunner().invoke(cli, ["bench", "scaling", "--bundle", str(rhythm_bundle.path), "--data",
+                                          str(physionet_dir), "--lengths", "10,20", flag, "--results", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        assert read_record(tmp_path, "scaling")["rhythm_head"] is used
 
 
 def test_backbone_pareto_front_and_table():

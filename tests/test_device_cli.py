@@ -205,7 +205,7 @@ def test_eval_json_on_real_records(tiny_bundle, mitdb_dir, tmp_path):
     assert np.asarray(report["confusion"]).shape == (4, 4) and np.sum(report["confusion"]) == report["n_windows"]
     assert sum(pc["support"] for pc in report["per_class"].values()) == report["n_windows"]
     assert 0 <= report["accuracy"] <= 1 and 0 <= report["macro_f1"] <= 1
-    assert report["records"]["100"]["lead"] == "MLII"
+    assert report["records"]["100"]["lead"] == "MLII" and report["rhythm_head"] is False
     predictions = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(predictions) == counted and {p["record"] for p in predictions} == set(records)
 

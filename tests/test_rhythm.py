@@ -1,5 +1,7 @@
 """The device's rhythm features and its numpy trees."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -186,7 +188,6 @@ def test_a_feature_missing_in_every_training_window_is_ignored():
 
 
 def test_bundle_carries_the_rhythm_head_and_refuses_a_broken_one(rhythm_bundle, tmp_path):
-    import json
     import shutil
 
     from ecgedge.device.bundle import MANIFEST_FILE, load_bundle
@@ -249,3 +250,30 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
     np.testing.assert_allclose(without.classify_window(window, fs).probs, cnn)
+
+
+def test_classifier_can_leave_the_rhythm_head_out(rhythm_bundle, tiny_bundle):
+    from ecgedge.device.benchmark import synthetic_ecg
+    from ecgedge.device.runtime import Classifier
+
+    model_only, plain = Classifier(rhythm_bundle, rhythm_head=False), Classifier(tiny_bundle)
+    assert model_only.trees is None and not model_only.info["rhythm_head"]
+    fs = 360.0
+    window = synthetic_ecg(model_only.window_samples(fs), fs, seed=4)
+    assert model_only.preprocess(window, fs)[1] is None  # no rhythm features computed
+    np.testing.assert_array_equal(model_only.classify_window(window, fs).probs,
+                                  plain.classify_window(window, fs).probs)
+    with_head = Classifier(rhythm_bundle).classify_window(window, fs).probs
+    assert not np.allclose(with_head, plain.classify_window(window, fs).probs)
+
+
+def test_device_commands_take_no_rhythm_head(rhythm_bundle):
+    from click.testing import CliRunner
+
+    from ecgedge.cli import cli
+
+    for flag, used in (("--rhythm-head", True), ("--no-rhythm-head", False)):
+        result = CliRunner().invoke(cli, ["device", "bench", "--bundle", str(rhythm_bundle.path), "-n", "2", "--json",
+                                          flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["interpreter"]["rhythm_head"] is used
