@@ -210,11 +210,13 @@ def hann_periodic(n):
 
 
 def _frames(padded, start, nperseg, hop, n_frames):
-    """Read-only (n_frames, nperseg) view of ``padded``: frame k starts at ``start + k * hop``."""
+    """Read-only (n_frames, nperseg) view of ``padded`` (1-D, contiguous): frame k starts at
+    ``start + k * hop``. (The ndarray constructor checks the frames fit in ``padded``, and costs
+    1 us where ``as_strided`` costs 5; the DSP makes four such views per window.)"""
     step = padded.strides[0]
-    return np.lib.stride_tricks.as_strided(
-        padded[start:], shape=(n_frames, nperseg), strides=(hop * step, step), writeable=False
-    )
+    view = np.ndarray((n_frames, nperseg), padded.dtype, padded, start * step, (hop * step, step))
+    view.flags.writeable = False
+    return view
 
 
 @lru_cache(maxsize=32)

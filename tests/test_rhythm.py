@@ -73,6 +73,13 @@ def test_quantiles_equal_numpy_percentile_with_ties(values, qs):
     np.testing.assert_allclose(rhythm._quantiles(x, qs), expected, rtol=0, atol=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=300))
+def test_std_is_bit_for_bit_numpy_std(values):
+    x = np.array(values, dtype=np.float64)
+    assert rhythm._std(x) == np.std(x)  # the trees' thresholds were learnt on np.std's bits
+
+
 def paced_ecg(fs, spikes, seconds=10.0):
     """A smooth ECG-like trace at ``fs`` in millivolts; with ``spikes``, a pacemaker stimulus
     (one sample, 0.5 mV) 20 ms before each QRS."""
