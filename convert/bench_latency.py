@@ -14,10 +14,12 @@ costs the DSP more than a synthetic one: more beats, less regular), or a seeded 
 when no data is at hand.
 
 Each implementation is timed for its model call ("invoke") and end to end (DSP + model),
-after a warm-up, as median and p90. Ratios reference / device come from the same run on the
-same windows; a shared machine's pace can still change between the parts of one run, so compare
-runs by their ratios rather than their milliseconds. Throughput runs batches of ``batch``
-windows per invoke.
+after a warm-up, as median and p90. The device's parts are timed in turns, chunk by chunk
+(``ecgedge.device.benchmark.interleaved``), so a change of the machine's pace hits them alike;
+the Keras reference runs after them, because TensorFlow at work in the same process slows the
+numpy DSP (measured on synthetic windows: 1.2-1.7 ms instead of 0.9-1.0 ms). Ratios reference / device come from
+the same run on the same windows; compare runs by their ratios rather than their milliseconds.
+Throughput runs batches of ``batch`` windows per invoke.
 """
 
 import itertools
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgedge.device.benchmark import _stats, _timed, synthetic_ecg
+from ecgedge.device.benchmark import _stats, _timed, interleaved, synthetic_ecg
 from ecgedge.device.errors import EcgEdgeError
 
 FS = 360.0
@@ -116,13 +118,30 @@ def keras_reference(run_dir, windows, fs, classifier, warmup):
             "model": str(run_dir / "model.keras")}, call
 
 
-def runtime_timings(classifier, windows, fs, warmup):
-    """A bundle's Classifier (one thread) on ``windows``: invoke and end-to-end stats."""
+def runtime_jobs(classifier, windows, fs):
+    """A bundle's Classifier (one thread) on ``windows`` as jobs for ``interleaved``: dsp, invoke, end_to_end."""
+    by_window = [(w,) for w in windows]
     inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
-    invoke = _timed_after_warmup(classifier.invoke, inputs, warmup)
-    e2e = _timed_after_warmup(lambda w: classifier.classify_window(w, fs), [(w,) for w in windows], warmup)
-    return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "bytes": classifier.bundle.manifest["bytes"],
-            "bundle": str(classifier.bundle.path), "interpreter": classifier.info}
+    return {"dsp": (lambda w: classifier.preprocess(w, fs), by_window), "invoke": (classifier.invoke, inputs),
+            "end_to_end": (lambda w: classifier.classify_window(w, fs), by_window)}
+
+
+def device_timings(classifiers, windows, fs, warmup):
+    """Every device classifier's dsp, invoke and end-to-end stats, all timed in turns (``interleaved``).
+
+    Parameters
+    ----------
+    classifiers : {name: Classifier}.
+
+    Returns
+    -------
+    {name: {dsp, invoke, end_to_end: {median_ms, p90_ms}, bytes, bundle, interpreter}}.
+    """
+    jobs = {(name, part): job for name, c in classifiers.items() for part, job in runtime_jobs(c, windows, fs).items()}
+    ms = interleaved(jobs, warmup)
+    return {name: {**{part: _stats(ms[(name, part)]) for part in ("dsp", "invoke", "end_to_end")},
+                   "bytes": c.bundle.manifest["bytes"], "bundle": str(c.bundle.path), "interpreter": c.info}
+            for name, c in classifiers.items()}
 
 
 def tflite_throughput(classifier, images, batch, repeats=3):
@@ -210,9 +229,9 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     Returns
     -------
     dict: windows {source, n, warmup, fs, seed, batch, threads}, timings {dsp, keras_float,
-    tflite_float32, tflite_int8 (each {invoke, end_to_end} {median_ms, p90_ms}),
-    tflite_int8_model_only (also its own dsp)}, ratios, throughput {implementation: windows/s},
-    targets.
+    tflite_float32, tflite_int8, tflite_int8_model_only (each {invoke, end_to_end} {median_ms,
+    p90_ms}; tflite_float32 and tflite_int8_model_only also their own dsp)}, ratios, throughput
+    {implementation: windows/s}, targets.
     """
     from ecgedge.device.runtime import Classifier
 
@@ -229,19 +248,16 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     else:
         raise EcgEdgeError(f"latency windows come from 'mitdb' or 'synthetic', got {source!r}")
     images = [classifier.preprocess(w, fs)[0] for w in windows[:batch]]
-    timings["dsp"] = _stats(_timed_after_warmup(lambda w: classifier.preprocess(w, fs), [(w,) for w in windows],
-                                                warmup))
-    timings["tflite_int8"] = runtime_timings(classifier, windows, fs, warmup)
-    throughput["tflite_int8"] = tflite_throughput(classifier, images, batch)
+    classifiers = {"tflite_int8": classifier}
     if classifier.trees is not None:  # the same bundle deciding without its rhythm head
-        model_only = Classifier(bundle, num_threads=1, rhythm_head=False)
-        dsp = _timed_after_warmup(lambda w: model_only.preprocess(w, fs), [(w,) for w in windows], warmup)
-        timings["tflite_int8_model_only"] = {"dsp": _stats(dsp), **runtime_timings(model_only, windows, fs, warmup)}
+        classifiers["tflite_int8_model_only"] = Classifier(bundle, num_threads=1, rhythm_head=False)
     if float_bundle is not None:
-        float_classifier = Classifier(float_bundle, num_threads=1)
-        timings["tflite_float32"] = runtime_timings(float_classifier, windows, fs, warmup)
-        throughput["tflite_float32"] = tflite_throughput(float_classifier, images, batch)
-    if run_dir is not None:
+        classifiers["tflite_float32"] = Classifier(float_bundle, num_threads=1)
+    timings.update(device_timings(classifiers, windows, fs, warmup))
+    timings["dsp"] = timings["tflite_int8"].pop("dsp")
+    throughput.update({name: tflite_throughput(classifiers[name], images, batch)
+                       for name in ("tflite_int8", "tflite_float32") if name in classifiers})
+    if run_dir is not None:  # after the device's timings: TensorFlow at work slows numpy in this process
         timings["keras_float"], call = keras_reference(Path(run_dir), windows, fs, classifier, warmup)
         throughput["keras_float"] = keras_throughput(call, images, batch)
     results = {"windows": {"source": source, "n": n, "warmup": warmup, "fs": fs, "seed": seed, "batch": batch,

@@ -28,6 +28,44 @@ def _timed(fn, args_list):
     return times
 
 
+ROUNDS = 10
+"""Turns that :func:`interleaved` takes between the jobs it times."""
+
+
+def interleaved(jobs, warmup=0, rounds=ROUNDS):
+    """Wall times of several jobs on the same inputs, taken in turns.
+
+    A shared machine (or a Raspberry Pi that throttles when warm) can run twice as fast in one
+    minute as in the next: timed one after the other, jobs would be compared across different
+    minutes. Here the inputs are cut into ``rounds`` consecutive chunks, and every job runs on
+    chunk r before any job starts chunk r + 1, so a change of pace affects all jobs alike and
+    their ratios stay fair.
+
+    Parameters
+    ----------
+    jobs : {name: (fn, args_list)}, args lists of one length; ``fn(*args)`` is timed.
+    warmup : int, leading args of each list run once, untimed, before any timing.
+    rounds : int, >= 1.
+
+    Returns
+    -------
+    {name: ndarray of milliseconds}, one per timed args, in the order of the args.
+    """
+    lengths = {len(args_list) for _, args_list in jobs.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"jobs to interleave need args lists of one length, got {sorted(lengths)}")
+    for fn, args_list in jobs.values():
+        for args in args_list[:warmup]:
+            fn(*args)
+    n = max(lengths, default=warmup) - warmup
+    bounds = np.linspace(warmup, warmup + n, max(1, min(rounds, n)) + 1).astype(int)
+    times = {name: [] for name in jobs}
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        for name, (fn, args_list) in jobs.items():
+            times[name].append(_timed(fn, args_list[start:stop]))
+    return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in times.items()}
+
+
 def _stats(ms):
     return {"median_ms": round(float(np.median(ms)), 4), "p90_ms": round(float(np.percentile(ms, 90)), 4)}
 
@@ -44,7 +82,8 @@ def peak_rss_mib():
 
 
 def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
-    """Median and p90 times of DSP, invoke and end to end over ``n`` seeded windows.
+    """Median and p90 times of DSP, invoke and end to end over ``n`` seeded windows, taken in
+    turns (:func:`interleaved`).
 
     Parameters
     ----------
@@ -63,18 +102,16 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
     hop = max(int(round(classifier.hop_s * fs)), 1)
     signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
     windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
-    for w in windows[:warmup]:
-        classifier.classify_window(w, fs)
-    timed = windows[warmup:]
-    dsp_ms = _timed(lambda w: classifier.preprocess(w, fs), [(w,) for w in timed])
-    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in timed]
-    invoke_ms = _timed(classifier.invoke, inputs)
-    e2e_ms = _timed(lambda w: classifier.classify_window(w, fs), [(w,) for w in timed])
-    median_s = float(np.median(e2e_ms)) / 1e3
+    by_window = [(w,) for w in windows]
+    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
+    ms = interleaved({"dsp": (lambda w: classifier.preprocess(w, fs), by_window),
+                      "invoke": (classifier.invoke, inputs),
+                      "end_to_end": (lambda w: classifier.classify_window(w, fs), by_window)}, warmup)
+    median_s = float(np.median(ms["end_to_end"])) / 1e3
     return {
-        "dsp": _stats(dsp_ms),
-        "invoke": _stats(invoke_ms),
-        "end_to_end": _stats(e2e_ms),
+        "dsp": _stats(ms["dsp"]),
+        "invoke": _stats(ms["invoke"]),
+        "end_to_end": _stats(ms["end_to_end"]),
         "windows_per_s": round(1.0 / median_s, 2),
         "real_time_factor": round(median_s / classifier.hop_s, 6),
         "model_bytes": classifier.bundle.model_path.stat().st_size,

@@ -130,3 +130,24 @@ def test_bench_help_lists_the_four_benchmarks():
     assert result.exit_code == 0
     for name in ("latency", "accuracy", "backbones", "scaling"):
         assert f"  {name} " in result.output
+
+
+def test_interleaved_times_every_job_on_each_chunk_before_the_next():
+    from ecgedge.device.benchmark import interleaved
+
+    calls = []
+    jobs = {name: (lambda name, i: calls.append((name, i)), [(name, i) for i in range(7)]) for name in "ab"}
+    ms = interleaved(jobs, warmup=1, rounds=3)
+    assert calls[:2] == [("a", 0), ("b", 0)]  # warm-up first, untimed
+    timed = calls[2:]
+    assert sorted(timed) == [(name, i) for name in "ab" for i in range(1, 7)]
+    assert timed == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 3), ("b", 4),
+                     ("a", 5), ("a", 6), ("b", 5), ("b", 6)]
+    assert {name: t.shape for name, t in ms.items()} == {"a": (6,), "b": (6,)} and (ms["a"] >= 0).all()
+
+
+def test_interleaved_refuses_args_lists_of_different_lengths():
+    from ecgedge.device.benchmark import interleaved
+
+    with pytest.raises(ValueError, match="one length"):
+        interleaved({"a": (print, [()] * 3), "b": (print, [()] * 4)})
