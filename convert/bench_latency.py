@@ -15,11 +15,11 @@ when no data is at hand.
 
 Each implementation is timed for its model call ("invoke") and end to end (DSP + model),
 after a warm-up, as median and p90. The device's parts are timed in turns, chunk by chunk
-(``ecgedge.device.benchmark.interleaved``), so a change of the machine's pace hits them alike;
-the Keras reference runs after them, because TensorFlow at work in the same process slows the
-numpy DSP (measured on synthetic windows: 1.2-1.7 ms instead of 0.9-1.0 ms). Ratios reference / device come from
-the same run on the same windows; compare runs by their ratios rather than their milliseconds.
-Throughput runs batches of ``batch`` windows per invoke.
+(``ecgedge.device.benchmark.interleaved``), so a change of the machine's pace hits them alike.
+The Keras reference runs after them, because TensorFlow at work in the same process slows the
+numpy DSP (measured on synthetic windows: 1.2-1.7 ms instead of 0.9-1.0 ms). Ratios reference /
+device come from the same run on the same windows; compare runs by their ratios rather than
+their milliseconds. Throughput runs batches of ``batch`` windows per invoke.
 """
 
 import itertools
