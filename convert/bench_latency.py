@@ -43,7 +43,19 @@ def seeded_windows(fs, length, n, seed):
 
 
 def record_windows(window_s, n, data_dir=None):
-    """``n`` raw windows of the MIT-BIH records (lead MLII, else the first), the signals the device meets.
+    """``n`` raw windows of all MIT-BIH records (:func:`windows_of_records`), the signals the device meets.
+
+    Returns
+    -------
+    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
+    """
+    from ecgedge.convert.bench_scaling import record_paths
+
+    return windows_of_records(record_paths(data_dir), window_s, n)
+
+
+def windows_of_records(paths, window_s, n):
+    """``n`` raw windows of the WFDB records at ``paths`` (lead MLII, else the first).
 
     Every record gives ``ceil(n / records)`` windows evenly spaced over its length, taken in
     turns (the first window of each record, then the second, ...), so any leading part, the
@@ -54,10 +66,8 @@ def record_windows(window_s, n, data_dir=None):
     -------
     (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
     """
-    from ecgedge.convert.bench_scaling import record_paths
     from ecgedge.device.wfdb_reader import read_signal
 
-    paths = record_paths(data_dir)
     per_record = -(-n // len(paths))
     by_record, rates = [], set()
     for path in paths:

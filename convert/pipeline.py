@@ -8,7 +8,7 @@ redoes them all)::
     convert  int8 bundle (the deliverable) and a float32 bundle of the same model (quantize_run)
     verify   float Keras vs each bundle on the held-out test records (verify_bundle)
     device   the device runtime (int8) against the test records' rhythm annotations (evaluate)
-    latency  device runtime timings of both bundles on one thread (device.benchmark.bench)
+    latency  timings of both bundles on test-record windows, one thread (device.benchmark.bench)
     report   report.md with its PNG plots
 
 Files in OUT::
@@ -38,7 +38,6 @@ BUNDLE_DIR = "bundle"
 FLOAT_BUNDLE_DIR = "bundle-float32"
 RUN_DIR = "run"
 STAGES = ("data", "train", "convert", "verify", "device", "latency", "report")
-BENCH_FS = 360.0  # MIT-BIH's rate: the latency windows go through the same resampling
 
 
 @dataclass(frozen=True)
@@ -374,21 +373,29 @@ def device_stage(ctx):
     ctx.log.run("device", key, lambda: read_json(ctx.path("device_eval.json")) is not None, compute)
 
 
-def bundle_latency(bundle_path, n, seed=0, fs=BENCH_FS):
-    """``ecgedge.device.benchmark.bench`` of a bundle on one interpreter thread (dict)."""
+def bundle_latency(bundle_path, windows, fs, n):
+    """``ecgedge.device.benchmark.bench`` of a bundle on one interpreter thread, on ``windows`` (dict)."""
     from ecgedge.device.benchmark import bench
     from ecgedge.device.runtime import Classifier
 
-    return bench(Classifier(bundle_path, num_threads=1), fs=fs, n=n, seed=seed)
+    return {**bench(Classifier(bundle_path, num_threads=1), fs=fs, n=n, windows=windows),
+            "windows": "held-out test records"}
 
 
 def latency_stage(ctx):
-    """latency.json: DSP, invoke and end-to-end times of both bundles, one thread."""
-    key = digest({"bundles": bundles_key(ctx), "n": ctx.cfg.bench_windows, "fs": BENCH_FS})
+    """latency.json: DSP, invoke and end-to-end times of both bundles, one thread, on real windows
+    of the held-out test records (real ECG costs the DSP more than a synthetic one)."""
+    from ecgedge.convert.bench_latency import windows_of_records
+
+    key = digest({"bundles": bundles_key(ctx), "n": ctx.cfg.bench_windows, "windows": "test records"})
 
     def compute():
+        records = test_records(ctx)
+        # One database's records: one sampling rate (a task may mix databases of different rates).
+        paths = [str(Path(db_dir) / record) for db, db_dir, record in records if db == records[0][0]]
+        windows, fs = windows_of_records(paths, ctx.task.window_s, ctx.cfg.bench_windows)
         write_json(ctx.path("latency.json"), {
-            quant: bundle_latency(ctx.path(folder), ctx.cfg.bench_windows, ctx.cfg.seed)
+            quant: bundle_latency(ctx.path(folder), windows, fs, ctx.cfg.bench_windows)
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))
         })
 
@@ -483,7 +490,7 @@ def assemble_metrics(ctx, command):
     verify = read_json(ctx.path("verify.json"))
     latency = read_json(ctx.path("latency.json"))
     bundle = load_bundle(ctx.path(BUNDLE_DIR)).manifest
-    keep = ("dsp", "invoke", "end_to_end", "windows_per_s", "real_time_factor", "model_bytes")
+    keep = ("dsp", "invoke", "end_to_end", "windows_per_s", "real_time_factor", "model_bytes", "n", "windows")
     return {
         "task": ctx.task.name,
         "protocol": run.metrics["protocol"],

@@ -81,16 +81,18 @@ def peak_rss_mib():
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
 
 
-def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
-    """Median and p90 times of DSP, invoke and end to end over ``n`` seeded windows, taken in
-    turns (:func:`interleaved`).
+def bench(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
+    """Median and p90 times of DSP, invoke and end to end over ``n`` windows, taken in turns
+    (:func:`interleaved`).
 
     Parameters
     ----------
     classifier : runtime.Classifier.
-    fs : input sampling rate of the synthetic windows, Hz (resampling is part of the DSP).
+    fs : input sampling rate of the windows, Hz (resampling is part of the DSP).
     n, warmup : timed and untimed windows.
     seed : seed of the synthetic signal.
+    windows : raw windows at ``fs`` to time instead (a list, repeated as needed to make
+        ``warmup + n``); default consecutive windows of a seeded synthetic ECG.
 
     Returns
     -------
@@ -98,10 +100,13 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
     median), real_time_factor (end-to-end median / hop: the share of real time a stream needs;
     < 1 keeps up), model_bytes, peak_rss_mib, plus interpreter, machine and versions.
     """
-    length = classifier.window_samples(fs)
-    hop = max(int(round(classifier.hop_s * fs)), 1)
-    signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
-    windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
+    source = "synthetic" if windows is None else "given"
+    if windows is None:
+        length = classifier.window_samples(fs)
+        hop = max(int(round(classifier.hop_s * fs)), 1)
+        signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
+        windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
+    windows = [windows[i % len(windows)] for i in range(n + warmup)]
     by_window = [(w,) for w in windows]
     inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
     ms = interleaved({"dsp": (lambda w: classifier.preprocess(w, fs), by_window),
@@ -117,6 +122,7 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0):
         "model_bytes": classifier.bundle.model_path.stat().st_size,
         "peak_rss_mib": peak_rss_mib(),
         "n": n,
+        "windows": source,
         "fs_in": fs,
         "window_s": classifier.window_s,
         "hop_s": classifier.hop_s,

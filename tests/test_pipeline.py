@@ -105,6 +105,7 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     for quant in ("int8", "float32"):
         lat = metrics["latency"][quant]
         assert set(lat) >= {"dsp", "invoke", "end_to_end", "model_bytes"} and lat["invoke"]["median_ms"] > 0
+        assert lat["windows"] == "held-out test records"  # real ECG, not the synthetic default
     assert metrics["bundle"]["bytes"] == metrics["latency"]["int8"]["model_bytes"]
     assert metrics["config"]["epochs"] == QUICK["epochs"] and metrics["command"].startswith(("ecgedge", "python"))
 
