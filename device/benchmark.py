@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from ecgedge.device.errors import EcgEdgeError
+
 
 def synthetic_ecg(n, fs, seed):
     """Seeded ECG-like signal: ndarray of shape (n,), float64, mV (spikes at ~75 bpm, wander, noise)."""
@@ -106,6 +108,8 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
         hop = max(int(round(classifier.hop_s * fs)), 1)
         signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
         windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
+    if len(windows) == 0:
+        raise EcgEdgeError("no windows to time")
     windows = [windows[i % len(windows)] for i in range(n + warmup)]
     by_window = [(w,) for w in windows]
     inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]

@@ -165,3 +165,5 @@ def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
     result = bench(classifier, fs=250.0, n=3, warmup=1, windows=given)
     assert result["windows"] == "given" and result["n"] == 3 and result["fs_in"] == 250.0
     assert set(seen) == {float(w[0]) for w in given}  # only those windows, repeated to make 1 + 3
+    with pytest.raises(EcgEdgeError, match="no windows"):
+        bench(classifier, fs=250.0, n=3, windows=[])
