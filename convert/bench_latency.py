@@ -9,7 +9,7 @@ Per window, on one core (TensorFlow intra/inter-op threads 1, interpreter ``num_
   with a rhythm head, also int8 without it (``tflite_int8_model_only``: its own DSP, no rhythm
   features or trees), the faster and less accurate choice of ``--no-rhythm-head``.
 
-The windows are real MIT-BIH ECG spread over all records (:func:`record_windows`; real ECG
+The windows are real MIT-BIH ECG spread over all records (:func:`windows_of_records`; real ECG
 costs the DSP more than a synthetic one: more beats, less regular), or a seeded synthetic ECG
 when no data is at hand.
 
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgedge.convert.bench_scaling import record_paths
 from ecgedge.device.benchmark import _stats, _timed, interleaved, synthetic_ecg
 from ecgedge.device.errors import EcgEdgeError
 
@@ -40,18 +41,6 @@ def seeded_windows(fs, length, n, seed):
     """``n`` windows of ``length`` samples, consecutive slices of one seeded synthetic ECG (list of ndarray)."""
     signal = synthetic_ecg(length * n, fs, seed)
     return [signal[i * length:(i + 1) * length] for i in range(n)]
-
-
-def record_windows(window_s, n, data_dir=None):
-    """``n`` raw windows of all MIT-BIH records (:func:`windows_of_records`), the signals the device meets.
-
-    Returns
-    -------
-    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
-    """
-    from ecgedge.convert.bench_scaling import record_paths
-
-    return windows_of_records(record_paths(data_dir), window_s, n)
 
 
 def windows_of_records(paths, window_s, n):
@@ -231,7 +220,8 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     run_dir : training run with model.keras or None (the Keras reference is left out).
     n, warmup : timed and untimed windows per measurement.
     batch : windows per invoke in the throughput runs.
-    source : "mitdb" (real windows, :func:`record_windows`, from ``data_dir`` or $ECGEDGE_DATA)
+    source : "mitdb" (real windows of every record, :func:`windows_of_records`, from ``data_dir`` or
+        $ECGEDGE_DATA)
         or "synthetic" (a seeded synthetic ECG at ``fs``, with ``seed``). Real ECG costs the
         DSP more than the synthetic one: more beats, and less regular ones.
     fs : sampling rate of the synthetic windows, Hz (resampling is part of the DSP).
@@ -252,7 +242,7 @@ def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, see
     timings, throughput = {}, {}
     classifier = Classifier(bundle, num_threads=1)
     if source == "mitdb":
-        windows, fs = record_windows(classifier.window_s, n + warmup, data_dir)
+        windows, fs = windows_of_records(record_paths(data_dir), classifier.window_s, n + warmup)
     elif source == "synthetic":
         windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
     else:
@@ -299,4 +289,4 @@ def plot(path, results):
     bars = {name: {"dsp": t["dsp"], **t[name]}
             for name in ("keras_float", "tflite_float32", "tflite_int8", "tflite_int8_model_only") if name in t}
     plot_latency_bars(path, bars, title=f"median per window (whisker: p90), one core, "
-                       f"{results['windows']['n']} {results['windows'].get('source', 'synthetic')} windows")
+                       f"{results['windows']['n']} {results['windows']['source']} windows")

@@ -208,8 +208,8 @@ def device_section(metrics):
 def latency_section(metrics):
     int8 = metrics["latency"]["int8"]
     lines = ["## Latency (device runtime, one thread)", "",
-             f"Medians and 90th percentiles over {int8.get('n', '?')} windows "
-             f"({int8.get('windows', 'synthetic')}), the parts timed in turns.", "",
+             f"Medians and 90th percentiles over {int8['n']} windows ({int8['windows']}), "
+             "the parts timed in turns.", "",
              "| bundle | bytes | DSP median / p90 (ms) | invoke median / p90 (ms) | end to end median / p90 (ms) | real-time factor |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for quant, t in metrics["latency"].items():

@@ -65,7 +65,7 @@ def interleaved(jobs, warmup=0, rounds=ROUNDS):
     for start, stop in zip(bounds[:-1], bounds[1:]):
         for name, (fn, args_list) in jobs.items():
             times[name].append(_timed(fn, args_list[start:stop]))
-    return {name: np.concatenate(parts) if parts else np.empty(0) for name, parts in times.items()}
+    return {name: np.concatenate(parts) for name, parts in times.items()}
 
 
 def _stats(ms):

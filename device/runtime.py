@@ -130,8 +130,8 @@ class Classifier:
     bundle : Bundle (from ``load_bundle``) or a path to one.
     edgetpu, cpu_fallback, num_threads : see ``interpreter.make_interpreter``.
     rhythm_head : False decides with the model alone even when the bundle has a rhythm head: no
-        beat detection, rhythm features or trees (on mitdb-rhythm4, 10 s windows: DSP about
-        0.6 ms instead of 1.6 ms per window, at the accuracy of the CNN alone).
+        beat detection, rhythm features or trees (on mitdb-rhythm4's real 10 s windows: DSP
+        0.4-0.5 ms instead of 0.9-1.4 ms per window, at the accuracy of the CNN alone).
 
     Attributes
     ----------

@@ -57,11 +57,12 @@ def test_latency_of_a_bundle_with_a_rhythm_head_also_times_the_model_alone(rhyth
 
 
 def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
-    from ecgedge.convert.bench_latency import record_windows
+    from ecgedge.convert.bench_latency import windows_of_records
+    from ecgedge.convert.bench_scaling import record_paths
 
     signals = [wfdb_record(tmp_path / "mitdb", name, 100.0, seconds, leads=("V1", "MLII"), seed=i)[:, 1]
                for i, (name, seconds) in enumerate([("r1", 30.0), ("r2", 4.0), ("r3", 50.0)])]
-    windows, fs = record_windows(5.0, 5, tmp_path)
+    windows, fs = windows_of_records(record_paths(tmp_path), 5.0, 5)
     assert fs == 100.0
     # ceil(5 / 3) = 2 windows per record, at its start and end; r2 is shorter than a window and
     # gives none, so the first of the others' four windows comes again as the fifth.
@@ -73,11 +74,12 @@ def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
 
 
 def test_latency_windows_refuse_records_shorter_than_a_window(wfdb_record, tmp_path):
-    from ecgedge.convert.bench_latency import record_windows
+    from ecgedge.convert.bench_latency import windows_of_records
+    from ecgedge.convert.bench_scaling import record_paths
 
     wfdb_record(tmp_path / "mitdb", "r1", 100.0, 4.0)
     with pytest.raises(EcgEdgeError, match="at least 5.0 s long"):
-        record_windows(5.0, 3, tmp_path)
+        windows_of_records(record_paths(tmp_path), 5.0, 3)
 
 
 def test_latency_refuses_a_missing_bundle(tmp_path):
