@@ -271,13 +271,15 @@ def standardize(x):
     return centred / sd if sd > 0 else centred
 
 
-def spectrogram_image(x, cfg):
+def spectrogram_image(x, cfg, standardized=False):
     """The model's input image of one window already at the model rate.
 
     Parameters
     ----------
     x : ndarray of shape (cfg.n_samples,), float, any amplitude unit.
     cfg : SpectrogramConfig.
+    standardized : True when ``x`` is ``standardize`` of the window already (the device shares
+        it with the rhythm features).
 
     Returns
     -------
@@ -289,7 +291,7 @@ def spectrogram_image(x, cfg):
     if x.shape != (cfg.n_samples,):
         raise EcgEdgeError(f"a window has {cfg.n_samples} samples at {cfg.fs} Hz, got shape {x.shape}")
     pad = max(nperseg for nperseg, _ in cfg.channels) // 2
-    padded = _padded(standardize(x), pad, 2 * pad + cfg.n_time * cfg.hop)
+    padded = _padded(x if standardized else standardize(x), pad, 2 * pad + cfg.n_time * cfg.hop)
     magnitude = np.empty((cfg.n_freq, cfg.n_time, len(cfg.channels)), dtype=np.float32)
     for c, (nperseg, nfft) in enumerate(cfg.channels):
         frames = _frames(padded, pad - nperseg // 2, nperseg, cfg.hop, cfg.n_time)

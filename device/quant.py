@@ -25,8 +25,10 @@ def quantize(x, scale, zero_point, dtype=np.int8):
     if not scale > 0:
         raise ValueError(f"quantization scale must be > 0, got {scale}")
     lo, hi = _LIMITS[dtype]
-    q = np.round(np.asarray(x, dtype=np.float64) / scale) + int(zero_point)
-    return np.clip(q, lo, hi).astype(dtype)
+    q = np.asarray(x, dtype=np.float64) / scale  # one new array, then in place: an image is 400 kB
+    np.round(q, out=q)
+    q += int(zero_point)
+    return np.clip(q, lo, hi, out=q).astype(dtype)
 
 
 def dequantize(q, scale, zero_point):

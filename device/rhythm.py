@@ -267,7 +267,7 @@ def sharpness_features(x):
                      steepest_slope / amplitude])
 
 
-def window_rhythm_features(x, fs_in, cfg, at_model_rate=None):
+def window_rhythm_features(x, fs_in, cfg, standardized=None):
     """All rhythm features (``FEATURE_NAMES``) of one raw window.
 
     Parameters
@@ -275,18 +275,17 @@ def window_rhythm_features(x, fs_in, cfg, at_model_rate=None):
     x : ndarray of shape (window_length(fs_in, cfg),), float, a raw window at ``fs_in`` Hz.
     fs_in : float, Hz.
     cfg : SpectrogramConfig, whose model rate the intervals and shapes are measured at.
-    at_model_rate : ``to_model_rate(x, fs_in, cfg)`` when the caller has it already (the
-        spectrogram is made of the same resampled window).
+    standardized : ``standardize(to_model_rate(x, fs_in, cfg))`` when the caller has it already
+        (the spectrogram is made of the same standardised window).
 
     Returns
     -------
     ndarray of shape (len(FEATURE_NAMES),), float64, NaN where a feature is undefined.
     """
-    if at_model_rate is None:
-        at_model_rate = to_model_rate(x, fs_in, cfg)
+    if standardized is None:
+        standardized = standardize(to_model_rate(x, fs_in, cfg))
     at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x, *resample_ratio(fs_in, SHARPNESS_FS))
-    return np.concatenate([interval_shape_features(standardize(at_model_rate), cfg.fs),
-                           sharpness_features(at_sharpness_rate)])
+    return np.concatenate([interval_shape_features(standardized, cfg.fs), sharpness_features(at_sharpness_rate)])
 
 
 def combine(cnn_proba, rhythm_proba):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgedge.device.bundle import load_bundle
-from ecgedge.device.dsp import spectrogram_image, to_model_rate, window_length
+from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
 from ecgedge.device.rhythm import combine, window_rhythm_features
@@ -205,14 +205,14 @@ class Classifier:
     def preprocess(self, window, fs):
         """All the DSP of one raw window: (model input image, rhythm features or None).
 
-        The image and the rhythm features come from one resampling of the window; the features
-        only when the bundle has a rhythm head.
+        The image and the rhythm features come from one resampled and standardised copy of the
+        window; the features only when the bundle has a rhythm head.
         """
-        at_model_rate = to_model_rate(window, fs, self.cfg)
-        image = spectrogram_image(at_model_rate, self.cfg)
+        z = standardize(to_model_rate(window, fs, self.cfg))
+        image = spectrogram_image(z, self.cfg, standardized=True)
         if self.trees is None:
             return image, None
-        return image, window_rhythm_features(window, fs, self.cfg, at_model_rate)
+        return image, window_rhythm_features(window, fs, self.cfg, z)
 
     def with_rhythm(self, probs, features):
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""

@@ -41,8 +41,10 @@ def classifier_image(classifier, window):
 
 
 def test_quantize_rounds_clips_and_does_not_wrap():
-    q = quantize(np.array([130.2, -200.0, 1.5, 2.5, -0.4]), 1.0, 0)
+    x = np.array([130.2, -200.0, 1.5, 2.5, -0.4])
+    q = quantize(x, 1.0, 0)
     np.testing.assert_array_equal(q, np.array([127, -128, 2, 2, 0], dtype=np.int8))
+    np.testing.assert_array_equal(x, [130.2, -200.0, 1.5, 2.5, -0.4])  # worked in place on a copy only
     np.testing.assert_array_equal(quantize([0.5], 0.5, 126), np.array([127], dtype=np.int8))
     # -128 - 100 overflows int8 arithmetic; widening first gives the right -28 * scale.
     np.testing.assert_allclose(dequantize(np.array([-128, 127], dtype=np.int8), 0.5, 100), [-114.0, 13.5])
@@ -151,3 +153,5 @@ def test_fast_spectrogram_equals_float64_formula(cfg):
     image = spectrogram_image(x, cfg)
     assert image.dtype == np.float32 and image.shape == cfg.image_shape
     np.testing.assert_allclose(image, expected, rtol=0, atol=1e-4)
+    # A caller that has standardised the window (the device, for its rhythm features) gets the same bits.
+    np.testing.assert_array_equal(spectrogram_image(z, cfg, standardized=True), image)
