@@ -250,8 +250,12 @@ def data_stage(ctx):
 
 
 def train_key(ctx):
-    return digest({"data": data_key(ctx), "train": ctx.cfg.train_options(),
-                   "int8_folds": ctx.cfg.n_representative})
+    from ecgedge.device.rhythm import FEATURE_NAMES
+
+    key = {"data": data_key(ctx), "train": ctx.cfg.train_options(), "int8_folds": ctx.cfg.n_representative}
+    if ctx.cfg.rhythm_head:  # the head is trained on the features this version computes
+        key["rhythm_features"] = list(FEATURE_NAMES)
+    return digest(key)
 
 
 def train_stage(ctx):
@@ -364,7 +368,7 @@ def device_stage(ctx):
 
     records = test_records(ctx)
     key = digest({"bundle": bundle_sha256(ctx.path(BUNDLE_DIR)),
-                  "records": [f"{db.name}/{r}" for db, _, r in records]})
+                  "records": [f"{db.name}/{r}" for db, _, r in records], "scores": "per record"})
 
     def compute():
         total = load_run(ctx.path(RUN_DIR)).metrics["deploy"]["split"]["test"]["windows"]
@@ -459,6 +463,7 @@ def device_summary(reports, verify_int8):
         "macro_f1": next(iter(reports.values()))["macro_f1"] if len(reports) == 1 else None,
         "confusion": confusion.tolist(),
         "skipped": {name: r["skipped"] for name, r in reports.items()},
+        "records": {f"{name}/{record}": scores for name, r in reports.items() for record, scores in r["records"].items()},
         # the device decides with the rhythm head when the bundle has one
         "verify_int8_accuracy": verify_int8.get("with_rhythm_head", verify_int8)["accuracy"]["tflite"],
         "verify_n_windows": verify_int8["n"],

@@ -202,7 +202,18 @@ def device_section(metrics):
         f"`ecgedge device eval` path (numpy DSP + LiteRT, int8) on the held-out records against their rhythm "
         f"annotations: accuracy {_pct(d['accuracy'])} on {d['n_windows']} windows; verification measured "
         f"{_pct(d['verify_int8_accuracy'])} on {same}. Skipped windows: `{d['skipped']}`.", "",
-    ]
+    ] + record_table(d["records"], metrics["bundle"]["classes"])
+
+
+def record_table(records, classes):
+    """Per held-out record: accuracy and correct / windows of each annotated class."""
+    lines = ["Per record (correct / windows of each annotated class): which patients the device fails.", "",
+             f"| record | accuracy | {' | '.join(classes)} |", "| --- | ---: |" + " ---: |" * len(classes)]
+    for record, scores in records.items():
+        cells = [f"{scores['recall'][c]['correct']}/{scores['recall'][c]['windows']}" if c in scores["recall"] else "-"
+                 for c in classes]
+        lines.append(f"| {record} | {_pct(scores['accuracy'])} | {' | '.join(cells)} |")
+    return lines + [""]
 
 
 def latency_section(metrics):

@@ -14,7 +14,7 @@ from ecgedge.convert import rundir
 from ecgedge.convert.runtime import model_io
 from ecgedge.device.bundle import load_bundle
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.device.rhythm import combine
+from ecgedge.device.rhythm import combine, feature_columns
 from ecgedge.device.trees import load_trees
 from ecgedge.train.train import predict_proba
 
@@ -172,7 +172,8 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)
     if bundle.rhythm_head_path is not None:
-        head = load_trees(bundle.rhythm_head_path).predict_proba(rundir.rhythm_features_of(windows, bundle.spectrogram))
+        features = rundir.rhythm_features_of(windows, bundle.spectrogram)[:, feature_columns(bundle.rhythm_features)]
+        head = load_trees(bundle.rhythm_head_path).predict_proba(features)
         combined = compare(combine(float_scores, head), combine(tflite_scores, head), windows.y, bundle.classes,
                            windows.record, windows.start_s, threshold=threshold, top_k=0)
         report["with_rhythm_head"] = {k: combined[k] for k in ("n", "agreement", "passed", "accuracy", "confusion")}

@@ -79,6 +79,12 @@ class Bundle:
         return None if head is None else self.path / head["file"]
 
     @property
+    def rhythm_features(self):
+        """Names of the rhythm features the head was trained on, in its column order (None without a head)."""
+        head = self.manifest.get("rhythm_head")
+        return None if head is None else list(head["features"])
+
+    @property
     def label_map(self):
         """Rhythm annotation label (e.g. ``(AFIB``) -> class name."""
         return dict(self.manifest["label_map"])
@@ -179,8 +185,10 @@ def _check_rhythm_head(path, head, manifest_path):
         raise EcgEdgeError(f"{head_path} not found; the bundle is incomplete (copy the whole folder)")
     if head_path.stat().st_size != head["bytes"] or sha256_file(head_path) != head["sha256"]:
         raise EcgEdgeError(f"{head_path} does not match its manifest (sha256 or size differs); copy the bundle again")
-    if list(head["features"]) != list(FEATURE_NAMES) or head["combine"] != COMBINE_RULE:
+    unknown = sorted(set(head["features"]) - set(FEATURE_NAMES))
+    if unknown or head["combine"] != COMBINE_RULE:
         raise EcgEdgeError(
-            f"{manifest_path}: its rhythm head was trained on other rhythm features or combines differently "
-            "than this ecgedge computes; install the ecgedge version that made the bundle or rebuild it"
+            f"{manifest_path}: its rhythm head was trained on rhythm features this ecgedge does not compute "
+            f"({unknown}) or combines differently ({head['combine']!r}); install the ecgedge version that made "
+            "the bundle or rebuild it"
         )

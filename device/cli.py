@@ -123,6 +123,16 @@ def _print_eval(report):
         click.echo(f"{c:<{width}}  {pc['recall']:.4f}  {pc['precision']:.4f}     {pc['support']:>7}   {row}")
     click.echo(f"skipped windows: {json.dumps(report['skipped'])}")
     click.echo("decided by the model " + ("and the rhythm head" if report["rhythm_head"] else "alone"))
+    click.echo("per record: accuracy, and correct / windows of each annotated class")
+    cell = {c: max(len(c), 9) for c in report["labels"]}
+    name = max([len("record"), *map(len, report["records"])])
+    click.echo(f"{'record':<{name}}  accuracy  " + "  ".join(f"{c:>{cell[c]}}" for c in report["labels"]))
+    for record, scores in report["records"].items():
+        accuracy = "-" if scores["accuracy"] is None else f"{scores['accuracy']:.4f}"
+        recall = scores["recall"]
+        cells = [f"{recall[c]['correct']}/{recall[c]['windows']}" if c in recall else "-" for c in report["labels"]]
+        click.echo(f"{record:<{name}}  {accuracy:>8}  " + "  ".join(f"{v:>{cell[c]}}" for c, v in
+                                                                      zip(report["labels"], cells)))
 
 
 @device.command(name="eval")

@@ -175,7 +175,8 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
     dict with n_windows (classified), accuracy, macro_f1, per_class {class: {precision,
     recall, f1, support}}, labels (class order of confusion), confusion (rows true),
     skipped {"labels": {label: windows}, "quality": {reason kind: windows}}, records
-    {record: {"lead", "n_windows"}}, rhythm_head (whether the bundle's rhythm head took part).
+    {record: {"lead", "n_windows", and :func:`record_scores`}}, rhythm_head (whether the bundle's
+    rhythm head took part).
     """
     manifest = classifier.bundle.manifest
     label_map = classifier.bundle.label_map
@@ -190,6 +191,7 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
                             manifest.get("lead") or (), manifest.get("lead_fallback", "first"))
         skipped_labels.update(rw.skipped)
         results = classifier.classify_windows(rw.x, rw.fs, rw.starts / rw.fs)
+        first = len(y_true)
         for result, label in zip(results, rw.labels):
             if on_window is not None:
                 on_window(record, result, label)
@@ -198,10 +200,33 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
                 continue
             y_true.append(class_index[label_map[label]])
             y_pred.append(class_index[result.label])
-        per_record[record] = {"lead": rw.lead, "n_windows": len(results)}
+        per_record[record] = {"lead": rw.lead, "n_windows": len(results),
+                              **record_scores(y_true[first:], y_pred[first:], classifier.classes)}
     report = _report(classification_metrics(y_true, y_pred, len(classifier.classes)), classifier.classes,
                      skipped_labels, skipped_quality, per_record)
     return {**report, "rhythm_head": classifier.trees is not None}
+
+
+def record_scores(y_true, y_pred, classes):
+    """One record's scores: which patients a model fails is what a pooled score hides.
+
+    Parameters
+    ----------
+    y_true, y_pred : sequences of class indices of the record's classified windows.
+    classes : list of class names.
+
+    Returns
+    -------
+    dict: classified (windows), accuracy (None without windows), recall {class: {"correct",
+    "windows"}} for each class the record has windows of, predicted {class: windows} for each
+    class the model gave.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    recall = {c: {"correct": int(np.sum((y_true == i) & (y_pred == i))), "windows": int(np.sum(y_true == i))}
+              for i, c in enumerate(classes) if np.any(y_true == i)}
+    predicted = {c: int(np.sum(y_pred == i)) for i, c in enumerate(classes) if np.any(y_pred == i)}
+    return {"classified": int(y_true.size), "accuracy": round(float(np.mean(y_true == y_pred)), 6) if y_true.size else None,
+            "recall": recall, "predicted": predicted}
 
 
 def _report(metrics, classes, skipped_labels, skipped_quality, per_record):

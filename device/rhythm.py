@@ -12,17 +12,23 @@ of a standardised window at the model rate, then describes
 - the signal's sharpness (:func:`sharpness_features`) at ``SHARPNESS_FS``: a pacemaker's
   stimulus is a spike a few milliseconds wide, sharper than any QRS, and too narrow for the
   model rate to show.
+- the atrial activity (:func:`atrial_features`): whether the stretch before each QRS repeats
+  from beat to beat, as a P wave does and fibrillatory waves do not.
 
 Numbers that motivated it (mitdb-rhythm4, 5 folds by patient): gradient boosting on these
 features alone scored macro-F1 0.593, the spectrogram CNN 0.566 in the same budget, and the
 geometric mean of the two classifiers' probabilities 0.702. Adding the sharpness features
 raised the features alone from 0.593 to 0.698 (paced rhythm is two thirds of the "other" class;
-its recall rose from 0.32 to 0.61).
+its recall rose from 0.32 to 0.61). Adding the atrial features raised the geometric mean with the
+int8 CNN from 0.672-0.679 to 0.718-0.741 (three seeds) and atrial fibrillation's recall from 0.59
+to 0.83: sinus rhythm with frequent PVCs (mitdb 233) and atrial fibrillation with them (203) had
+looked alike in their RR intervals.
 """
 
 import numpy as np
 
 from ecgedge.device.dsp import resample_poly, resample_ratio, standardize, to_model_rate
+from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.trees import softmax
 
 RR_STAT_NAMES = (
@@ -36,10 +42,17 @@ BEAT_SHAPE_NAMES = (
     "prematurity_unlike", "prematurity_sd_like", "medoid_steepness", "beats_per_s",
 )
 SHARPNESS_NAMES = ("sharp_curvature_vs_slope", "sharp_curvature_vs_amplitude", "sharp_slope_vs_amplitude")
-FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES + SHARPNESS_NAMES
+ATRIAL_NAMES = ("p_consistency", "p_correlation")
+FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES + SHARPNESS_NAMES + ATRIAL_NAMES
+"""Every rhythm feature, in the order :func:`window_rhythm_features` returns them. New features are
+appended, so a head trained on an earlier list reads its columns by name (:func:`feature_columns`)."""
 
 BEFORE_S, AFTER_S = 0.15, 0.25
 """A beat's shape: the window from 150 ms before to 250 ms after its detected time."""
+QRS_BEFORE_S, QRS_AFTER_S = 0.05, 0.08
+"""A beat's QRS: from 50 ms before to 80 ms after its detected time."""
+P_BEFORE_S, P_AFTER_S = 0.25, 0.06
+"""A beat's atrial (P-wave) stretch: from 250 ms to 60 ms before its detected time."""
 REFRACTORY_S = 0.22
 LIKE_CORR = 0.8       # a beat "like" the medoid correlates above this with it
 CLUSTER_CORR = 0.9    # beats above this correlation count as one shape when picking the medoid
@@ -221,16 +234,52 @@ def beat_shape_features(z, beats, fs):
     return out
 
 
-def interval_shape_features(z, fs):
-    """RR statistics and beat shapes of one standardised window at the model rate.
+def atrial_features(z, beats, fs):
+    """Whether the stretch before each QRS repeats from beat to beat: the P wave.
+
+    In sinus rhythm each QRS follows a P wave of the same shape at the same distance; in atrial
+    fibrillation there is none, only fibrillatory waves unrelated to the QRS. Irregular RR
+    intervals alone confuse the two when ectopic beats are frequent (mitdb 233: sinus rhythm with
+    multiform PVCs; 203: atrial fibrillation with them). Only beats whose QRS is like the window's
+    medoid QRS count, so ectopic ventricular beats, which have no P wave of their own, do not.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n,), float, the standardised window.
+    beats : ndarray of int, beat sample indices (:func:`detect_beats`).
+    fs : float, Hz.
 
     Returns
     -------
-    ndarray of shape (len(RR_STAT_NAMES) + len(BEAT_SHAPE_NAMES),), float64, NaN where a
-    feature is undefined (too few beats).
+    ndarray of shape (len(ATRIAL_NAMES),), float64: the energy of the beats' mean atrial stretch
+    over their mean energy (1 when every stretch is the same; about 1 / beats when they are
+    unrelated), and their mean pairwise correlation. NaN when fewer than 3 beats count. Medians on
+    mitdb-rhythm4: 0.87 and 0.86 in sinus rhythm windows, 0.10 and 0.01 in atrial fibrillation.
     """
-    beats = detect_beats(z, fs)
-    return np.concatenate([rr_statistics(np.diff(beats) / fs), beat_shape_features(z, beats, fs)])
+    p_before, p_after = int(round(P_BEFORE_S * fs)), int(round(P_AFTER_S * fs))
+    q_before, q_after = int(round(QRS_BEFORE_S * fs)), int(round(QRS_AFTER_S * fs))
+    z = np.asarray(z, dtype=np.float64)
+    beats = np.asarray(beats, dtype=np.int64)
+    beats = beats[(beats >= p_before) & (beats < z.size - q_after)]
+    out = np.full(len(ATRIAL_NAMES), np.nan)
+    if beats.size < 3:
+        return out
+    qrs = z[beats[:, None] + np.arange(-q_before, q_after)[None, :]]
+    qrs -= qrs.sum(axis=1, keepdims=True) / qrs.shape[1]
+    qrs /= np.sqrt(np.einsum("ij,ij->i", qrs, qrs))[:, None] + 1e-9
+    corr = qrs @ qrs.T
+    like = corr[int(np.argmax((corr > CLUSTER_CORR).sum(axis=1)))] > LIKE_CORR
+    n = int(like.sum())
+    if n < 3:
+        return out
+    stretch = z[beats[like][:, None] + np.arange(-p_before, -p_after)[None, :]]
+    stretch -= stretch.sum(axis=1, keepdims=True) / stretch.shape[1]
+    energy = np.einsum("ij,ij->i", stretch, stretch)
+    mean = stretch.sum(axis=0) / n
+    unit = stretch / (np.sqrt(energy)[:, None] + 1e-9)
+    pairs = unit @ unit.T
+    out[:] = [mean @ mean / (energy.sum() / n + 1e-12), (pairs.sum() - np.trace(pairs)) / (n * (n - 1))]
+    return out
 
 
 def sharpness_features(x):
@@ -282,10 +331,22 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None):
     -------
     ndarray of shape (len(FEATURE_NAMES),), float64, NaN where a feature is undefined.
     """
-    if standardized is None:
-        standardized = standardize(to_model_rate(x, fs_in, cfg))
+    z = standardize(to_model_rate(x, fs_in, cfg)) if standardized is None else standardized
+    beats = detect_beats(z, cfg.fs)
     at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x, *resample_ratio(fs_in, SHARPNESS_FS))
-    return np.concatenate([interval_shape_features(standardized, cfg.fs), sharpness_features(at_sharpness_rate)])
+    return np.concatenate([rr_statistics(np.diff(beats) / cfg.fs), beat_shape_features(z, beats, cfg.fs),
+                           sharpness_features(at_sharpness_rate), atrial_features(z, beats, cfg.fs)])
+
+
+def feature_columns(names):
+    """Positions in :data:`FEATURE_NAMES` of the features a rhythm head was trained on (a list).
+
+    Raises EcgEdgeError naming the features this version does not compute.
+    """
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise EcgEdgeError(f"rhythm features {unknown} are not computed by this ecgedge version")
+    return [FEATURE_NAMES.index(n) for n in names]
 
 
 def combine(cnn_proba, rhythm_proba):

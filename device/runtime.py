@@ -20,7 +20,7 @@ from ecgedge.device.bundle import load_bundle
 from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
-from ecgedge.device.rhythm import combine, window_rhythm_features
+from ecgedge.device.rhythm import combine, feature_columns, window_rhythm_features
 from ecgedge.device.trees import load_trees
 
 # Quality limits of one window, calibrated on MIT-BIH (48 records, 10 s windows, MLII): the
@@ -171,6 +171,8 @@ class Classifier:
         if self.trees is not None and self.trees.n_classes != len(self.classes):
             raise EcgEdgeError(f"{head} scores {self.trees.n_classes} classes, the model {len(self.classes)}; "
                                "rebuild the bundle")
+        # A head trained by an earlier version reads the features it knows, by name.
+        self._head_columns = feature_columns(self.bundle.rhythm_features) if self.trees is not None else None
         self.info = {**self.info, "rhythm_head": self.trees is not None}
 
     def window_samples(self, fs):
@@ -218,7 +220,7 @@ class Classifier:
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""
         if features is None or self.trees is None:
             return probs
-        return combine(probs, self.trees.predict_proba(features)).astype(np.float32)
+        return combine(probs, self.trees.predict_proba(features[self._head_columns])).astype(np.float32)
 
     def classify_window(self, window, fs, t_start=0.0):
         """Classify one raw window.

@@ -1,6 +1,7 @@
 """``ecgedge device run|eval|bench``: JSON contracts and every bad input of the device issue."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -206,6 +207,21 @@ def test_eval_json_on_real_records(tiny_bundle, mitdb_dir, tmp_path):
     assert sum(pc["support"] for pc in report["per_class"].values()) == report["n_windows"]
     assert 0 <= report["accuracy"] <= 1 and 0 <= report["macro_f1"] <= 1
     assert report["records"]["100"]["lead"] == "MLII" and report["rhythm_head"] is False
+    # Per record: the windows and correct decisions of each class add up to the pooled counts.
+    confusion = np.asarray(report["confusion"])
+    for i, c in enumerate(report["labels"]):
+        per_record = [r["recall"][c] for r in report["records"].values() if c in r["recall"]]
+        assert sum(p["windows"] for p in per_record) == confusion[i].sum()
+        assert sum(p["correct"] for p in per_record) == confusion[i, i]
+        assert sum(r["predicted"].get(c, 0) for r in report["records"].values()) == confusion[:, i].sum()
+    for scores in report["records"].values():
+        assert scores["classified"] == sum(p["windows"] for p in scores["recall"].values())
+        assert scores["classified"] == sum(scores["predicted"].values())
+        assert scores["accuracy"] == round(sum(p["correct"] for p in scores["recall"].values())
+                                           / scores["classified"], 6)
+    assert set(report["records"]["203"]["recall"]) >= {"AF"} and "AF" not in report["records"]["100"]["recall"]
+    text = invoke("eval", "--bundle", tiny_bundle.path, "--data", mitdb_dir, "--records", "100").output
+    assert re.search(r"^100\s+\d\.\d{4}\s+\d+/\d+\s+-\s+-\s+-$", text, re.M), text
     predictions = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert len(predictions) == counted and {p["record"] for p in predictions} == set(records)
 

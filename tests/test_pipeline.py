@@ -102,6 +102,8 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     assert device["n_windows"] == device["verify_n_windows"] == test["windows"]
     assert device["accuracy"] == pytest.approx(device["verify_int8_accuracy"], abs=1e-12)
     assert np.array(device["confusion"]).sum() == device["n_windows"]
+    assert set(device["records"]) == set(test["records"])
+    assert sum(s["classified"] for s in device["records"].values()) == device["n_windows"]
     for quant in ("int8", "float32"):
         lat = metrics["latency"][quant]
         assert set(lat) >= {"dsp", "invoke", "end_to_end", "model_bytes"} and lat["invoke"]["median_ms"] > 0
@@ -119,6 +121,9 @@ def test_report_starts_with_the_patient_wise_numbers_and_has_its_plots(quick_run
     assert headings[1:] == ["## int8 vs float", "## Device runtime", "## Latency (device runtime, one thread)",
                             "## Example held-out windows", "## Bundle"]
     assert "| **the device**: int8 CNN + rhythm head, each fold converted |" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    for record, scores in metrics["device_eval"]["records"].items():  # the per-record table
+        assert f"| {record} | {100 * scores['accuracy']:.2f} % |" in report
     for name in ("confusion_float_int8.png", "examples.png", "latency.png"):
         assert f"]({name})" in report
         assert (out / name).read_bytes()[:8] == PNG

@@ -44,15 +44,52 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
         if i % 2 == 1:
             wide.append(i)
         t += 0.55 if i % 2 == 0 else 1.05  # short RR before each wide beat, long after
-    z = synthetic_ecg(beats, wide=wide)
-    f = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(z, FS)))
-    regular = synthetic_ecg(np.arange(0.5, 10, 0.8))
-    normal = dict(zip(rhythm.FEATURE_NAMES, rhythm.interval_shape_features(regular, FS)))
+    def shapes(z):
+        return dict(zip(rhythm.BEAT_SHAPE_NAMES, rhythm.beat_shape_features(z, rhythm.detect_beats(z, FS), FS)))
+
+    f = shapes(synthetic_ecg(beats, wide=wide))
+    normal = shapes(synthetic_ecg(np.arange(0.5, 10, 0.8)))
     assert f["frac_unlike_medoid"] == pytest.approx(0.5, abs=0.1)
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == len(rhythm.FEATURE_NAMES) - len(rhythm.SHARPNESS_NAMES) == 32
+    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 37
+
+
+def with_atria(beat_s, p_wave, seed=0, fs=FS, seconds=10.0):
+    """A standardised trace with a QRS at each beat time (12 ms wide Gaussians, as narrow as a
+    real one) and either a P wave 160 ms before each (``p_wave``) or, all along, fibrillatory
+    waves: a 6 Hz oscillation whose phase drifts at random."""
+    t = np.arange(int(seconds * fs)) / fs
+    rng = np.random.default_rng(seed)
+    x = 0.01 * rng.normal(size=t.size)
+    for b in beat_s:
+        x += np.exp(-0.5 * ((t - b) / 0.012) ** 2)
+        if p_wave:
+            x += 0.15 * np.exp(-0.5 * ((t - b + 0.16) / 0.025) ** 2)
+    if not p_wave:
+        x += 0.1 * np.sin(2 * np.pi * 6.0 * t + np.cumsum(rng.normal(0, 0.3, t.size)) / np.sqrt(fs))
+    return (x - x.mean()) / x.std()
+
+
+def test_atrial_features_tell_p_waves_from_fibrillatory_waves_at_the_same_rr():
+    irregular = np.cumsum(np.random.default_rng(1).uniform(0.45, 1.1, 16))  # AF-like RR, 10 s
+    beats = irregular[irregular < 9.7]
+    sin = with_atria(beats, p_wave=True)
+    sinus = rhythm.atrial_features(sin, rhythm.detect_beats(sin, FS), FS)
+    fib = with_atria(beats, p_wave=False)
+    fibrillation = rhythm.atrial_features(fib, rhythm.detect_beats(fib, FS), FS)
+    assert sinus[0] > 0.8 and sinus[1] > 0.8, sinus
+    assert fibrillation[0] < 0.5 and fibrillation[1] < 0.3, fibrillation
+    # Too few beats: undefined, not an error.
+    assert np.isnan(rhythm.atrial_features(fib, np.array([300, 500]), FS)).all()
+
+
+def test_a_head_reads_its_features_by_name():
+    assert rhythm.feature_columns(rhythm.FEATURE_NAMES[:35]) == list(range(35))  # a head of 2026-11-24
+    assert rhythm.feature_columns(["p_correlation", "heart_rate_bpm"]) == [36, 0]
+    with pytest.raises(EcgEdgeError, match=r"\['qt_interval'\] are not computed"):
+        rhythm.feature_columns(["heart_rate_bpm", "qt_interval"])
 
 
 def test_a_flat_window_gives_nan_features_not_an_error():
@@ -60,7 +97,7 @@ def test_a_flat_window_gives_nan_features_not_an_error():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
-    assert len(f) == 35 and f.pop("n_shaped_beats") == 0
+    assert len(f) == 37 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
 
 
@@ -108,12 +145,13 @@ def test_sharpness_is_measured_at_its_own_rate_whatever_the_input_rate():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     at_360, at_250 = paced_ecg(360.0, True), paced_ecg(250.0, True)
+    names = list(rhythm.FEATURE_NAMES)
+    sharp = rhythm.feature_columns(rhythm.SHARPNESS_NAMES)
     f360 = rhythm.window_rhythm_features(at_360, 360.0, cfg)
-    np.testing.assert_array_equal(f360[-3:], rhythm.sharpness_features(at_360))
+    np.testing.assert_array_equal(f360[sharp], rhythm.sharpness_features(at_360))
     f250 = rhythm.window_rhythm_features(at_250, 250.0, cfg)
     upsampled = resample_poly(at_250, *resample_ratio(250.0, rhythm.SHARPNESS_FS))
-    np.testing.assert_array_equal(f250[-3:], rhythm.sharpness_features(upsampled))
-    names = list(rhythm.FEATURE_NAMES)
+    np.testing.assert_array_equal(f250[sharp], rhythm.sharpness_features(upsampled))
     assert f360[names.index("heart_rate_bpm")] == pytest.approx(75.0, rel=0.02)
     assert f250[names.index("heart_rate_bpm")] == pytest.approx(75.0, rel=0.02)
 
@@ -226,7 +264,7 @@ def test_bundle_carries_the_rhythm_head_and_refuses_a_broken_one(rhythm_bundle, 
         manifest["rhythm_head"]["features"][0] = "something_else"
         (path / MANIFEST_FILE).write_text(json.dumps(manifest))
 
-    with pytest.raises(EcgEdgeError, match="trained on other rhythm features"):
+    with pytest.raises(EcgEdgeError, match=r"features this ecgedge does not compute \(\['something_else'\]\)"):
         load_bundle(broken("features", rename_feature))
 
     def point_outside(path):
@@ -250,9 +288,12 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     image, features = with_head.preprocess(window, fs)
     np.testing.assert_array_equal(image, window_image(window, fs, with_head.cfg))
     np.testing.assert_array_equal(features, rhythm.window_rhythm_features(window, fs, with_head.cfg))
-    at_model_rate = to_model_rate(window, fs, with_head.cfg)
-    interval_shape = rhythm.interval_shape_features(standardize(at_model_rate), with_head.cfg.fs)
-    np.testing.assert_array_equal(features[:-3], interval_shape)
+    z = standardize(to_model_rate(window, fs, with_head.cfg))
+    fs_model = with_head.cfg.fs
+    beats = rhythm.detect_beats(z, fs_model)
+    parts = [rhythm.rr_statistics(np.diff(beats) / fs_model), rhythm.beat_shape_features(z, beats, fs_model),
+             rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model)]
+    np.testing.assert_array_equal(features, np.concatenate(parts))
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
@@ -284,3 +325,35 @@ def test_device_commands_take_no_rhythm_head(rhythm_bundle):
                                           flag])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["interpreter"]["rhythm_head"] is used
+
+
+def test_a_head_of_an_earlier_version_reads_its_own_columns(tiny_bundle, tmp_path):
+    """A bundle made before the atrial features existed knows the first 35 features; a head reads
+    its columns by name, in its own order (here reversed, so reading by position would fail)."""
+    import io
+
+    from ecgedge.device.benchmark import synthetic_ecg
+    from ecgedge.device.bundle import MANIFEST_FILE, write_bundle
+    from ecgedge.device.runtime import Classifier
+    from ecgedge.train.rhythm_head import export_trees, fit_rhythm_head, save_trees
+
+    old_names = list(rhythm.FEATURE_NAMES[:35])[::-1]
+    rng = np.random.default_rng(0)
+    features, y = rng.normal(size=(200, 35)), np.arange(200) % 4
+    features[:, 0] += 3 * y  # its first column decides: read from the wrong place, it is noise
+    head = io.BytesIO()
+    save_trees(head, export_trees(fit_rhythm_head(features, y, seed=0), 4))
+    manifest = {k: v for k, v in tiny_bundle.manifest.items()
+                if k not in ("format", "format_version", "model_file", "sha256", "bytes")}
+    path = tmp_path / "old"
+    write_bundle(path, tiny_bundle.model_path.read_bytes(), manifest, rhythm_head=head.getvalue())
+    written = json.loads((path / MANIFEST_FILE).read_text())
+    written["rhythm_head"]["features"] = old_names
+    (path / MANIFEST_FILE).write_text(json.dumps(written))
+
+    classifier = Classifier(path)
+    window = synthetic_ecg(classifier.window_samples(360.0), 360.0, seed=3)
+    image, all_features = classifier.preprocess(window, 360.0)
+    assert all_features.shape == (len(rhythm.FEATURE_NAMES),)
+    expected = rhythm.combine(classifier.classify_image(image), classifier.trees.predict_proba(all_features[:35][::-1]))
+    np.testing.assert_allclose(classifier.classify_window(window, 360.0).probs, expected, rtol=1e-6)
