@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgedge.device.evaluate import recall_cells
 from ecgedge.train.report import _pyplot, plot_confusion_matrices
 
 PLOTS = ("confusion_float_int8.png", "examples.png", "latency.png")
@@ -210,9 +211,7 @@ def record_table(records, classes):
     lines = ["Per record (correct / windows of each annotated class): which patients the device fails.", "",
              f"| record | accuracy | {' | '.join(classes)} |", "| --- | ---: |" + " ---: |" * len(classes)]
     for record, scores in records.items():
-        cells = [f"{scores['recall'][c]['correct']}/{scores['recall'][c]['windows']}" if c in scores["recall"] else "-"
-                 for c in classes]
-        lines.append(f"| {record} | {_pct(scores['accuracy'])} | {' | '.join(cells)} |")
+        lines.append(f"| {record} | {_pct(scores['accuracy'])} | {' | '.join(recall_cells(scores, classes))} |")
     return lines + [""]
 
 

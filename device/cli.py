@@ -115,6 +115,8 @@ def _split_records(records):
 
 
 def _print_eval(report):
+    from ecgedge.device.evaluate import recall_cells
+
     click.echo(f"windows {report['n_windows']}  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
     width = max(len(c) for c in report["labels"])
     click.echo(f"{'class':<{width}}  recall  precision  support   confusion (rows true)")
@@ -129,8 +131,7 @@ def _print_eval(report):
     click.echo(f"{'record':<{name}}  accuracy  " + "  ".join(f"{c:>{cell[c]}}" for c in report["labels"]))
     for record, scores in report["records"].items():
         accuracy = "-" if scores["accuracy"] is None else f"{scores['accuracy']:.4f}"
-        recall = scores["recall"]
-        cells = [f"{recall[c]['correct']}/{recall[c]['windows']}" if c in recall else "-" for c in report["labels"]]
+        cells = recall_cells(scores, report["labels"])
         click.echo(f"{record:<{name}}  {accuracy:>8}  " + "  ".join(f"{v:>{cell[c]}}" for c, v in
                                                                       zip(report["labels"], cells)))
 

@@ -229,6 +229,13 @@ def record_scores(y_true, y_pred, classes):
             "recall": recall, "predicted": predicted}
 
 
+def recall_cells(scores, classes):
+    """A per-record table's cells (:func:`record_scores`): "correct/windows" of each class, "-"
+    where the record has no window of it."""
+    recall = scores["recall"]
+    return [f"{recall[c]['correct']}/{recall[c]['windows']}" if c in recall else "-" for c in classes]
+
+
 def _report(metrics, classes, skipped_labels, skipped_quality, per_record):
     """The ``device eval`` JSON object from the metrics and the counts."""
     per_class = {

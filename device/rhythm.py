@@ -175,6 +175,21 @@ def rr_statistics(rr):
     return out
 
 
+def _segments(z, beats, start, stop):
+    """``z[beat + start : beat + stop]`` of each beat, each row minus its mean: (len(beats), stop - start)."""
+    rows = z[beats[:, None] + np.arange(start, stop)[None, :]]
+    rows -= rows.sum(axis=1, keepdims=True) / rows.shape[1]
+    return rows
+
+
+def _correlations(rows):
+    """Correlations (n, n) between mean-removed rows, and per row how many correlate with it above
+    ``CLUSTER_CORR`` (the medoid, the beat most like the others, has the most)."""
+    unit = rows / (np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None] + 1e-9)
+    corr = unit @ unit.T
+    return corr, (corr > CLUSTER_CORR).sum(axis=1)
+
+
 def beat_shape_features(z, beats, fs):
     """Shapes of the window's beats against its medoid beat, and their timing.
 
@@ -198,11 +213,8 @@ def beat_shape_features(z, beats, fs):
     out[0] = n
     if n < 3:
         return out
-    shapes = z[beats[:, None] + np.arange(-before, after)[None, :]]
-    shapes -= shapes.sum(axis=1, keepdims=True) / shapes.shape[1]
-    unit = shapes / (np.sqrt(np.einsum("ij,ij->i", shapes, shapes))[:, None] + 1e-9)
-    corr_all = unit @ unit.T
-    cluster = (corr_all > CLUSTER_CORR).sum(axis=1)
+    shapes = _segments(z, beats, -before, after)
+    corr_all, cluster = _correlations(shapes)
     medoid = int(np.argmax(cluster))
     corr = corr_all[medoid]
     like = corr > LIKE_CORR
@@ -264,16 +276,12 @@ def atrial_features(z, beats, fs):
     out = np.full(len(ATRIAL_NAMES), np.nan)
     if beats.size < 3:
         return out
-    qrs = z[beats[:, None] + np.arange(-q_before, q_after)[None, :]]
-    qrs -= qrs.sum(axis=1, keepdims=True) / qrs.shape[1]
-    qrs /= np.sqrt(np.einsum("ij,ij->i", qrs, qrs))[:, None] + 1e-9
-    corr = qrs @ qrs.T
-    like = corr[int(np.argmax((corr > CLUSTER_CORR).sum(axis=1)))] > LIKE_CORR
+    corr, cluster = _correlations(_segments(z, beats, -q_before, q_after))
+    like = corr[int(np.argmax(cluster))] > LIKE_CORR
     n = int(like.sum())
     if n < 3:
         return out
-    stretch = z[beats[like][:, None] + np.arange(-p_before, -p_after)[None, :]]
-    stretch -= stretch.sum(axis=1, keepdims=True) / stretch.shape[1]
+    stretch = _segments(z, beats[like], -p_before, -p_after)
     energy = np.einsum("ij,ij->i", stretch, stretch)
     mean = stretch.sum(axis=0) / n
     unit = stretch / (np.sqrt(energy)[:, None] + 1e-9)

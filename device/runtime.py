@@ -172,7 +172,7 @@ class Classifier:
             raise EcgEdgeError(f"{head} scores {self.trees.n_classes} classes, the model {len(self.classes)}; "
                                "rebuild the bundle")
         # A head trained by an earlier version reads the features it knows, by name.
-        self._head_columns = feature_columns(self.bundle.rhythm_features) if self.trees is not None else None
+        self._head_columns = np.array(feature_columns(self.bundle.rhythm_features)) if self.trees is not None else None
         self.info = {**self.info, "rhythm_head": self.trees is not None}
 
     def window_samples(self, fs):
