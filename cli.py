@@ -9,6 +9,7 @@ import importlib
 import click
 
 from ecgedge import __version__
+from ecgedge.device.errors import EcgEdgeError
 
 # command name -> (module, attribute, one-line help shown by ``ecgedge --help``)
 COMMANDS = {
@@ -19,6 +20,10 @@ COMMANDS = {
     "bench": ("ecgedge.convert.bench", "bench", "Benchmarks of the device against the desktop reference."),
     "pipeline": ("ecgedge.convert.pipeline", "pipeline", "The main job: data -> train -> convert -> device eval -> report."),
 }
+
+
+class _CliError(click.ClickException):
+    exit_code = 2
 
 
 class LazyGroup(click.Group):
@@ -40,6 +45,13 @@ class LazyGroup(click.Group):
                 f"'ecgedge {name}' needs {missing}, which is not installed: "
                 f"pip install 'ecgedge[{extra}]'"
             ) from exc
+
+    def invoke(self, ctx):
+        # The one boundary: a library error becomes "Error: <message>" and exit status 2.
+        try:
+            return super().invoke(ctx)
+        except EcgEdgeError as exc:
+            raise _CliError(exc.message) from None
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
