@@ -9,12 +9,29 @@ Steps, each of which stops the install with a one-line ``install: error: ...`` a
 3. check the free space under the prefix;
 4. build ``PREFIX/releases/<release>``: a virtualenv, the wheels (only those in the pack with
    ``--offline``), the bundle and the self-test windows, then run ``ecgedge device selftest``;
-5. only then point ``PREFIX/current`` at the new release (an atomic symlink swap) and remove
-   releases older than the previous one.
+5. only then point ``PREFIX/current`` at the new release (an atomic symlink swap) and, after
+   that, remove releases beyond ``--keep``.
 
 A failure or an interrupt at any step removes the new release folder, so nothing is left half
 installed and the previous ``current`` keeps working. The virtualenv is built at its final path
 because virtualenvs cannot be moved; the "move into place" is the switch of ``current``.
+
+What the installer writes and removes under PREFIX (the folder the user named is followed if it
+is a symlink; nothing inside it is):
+
+- ``releases/`` must be a real folder, never a symlink; each release folder is made with one
+  ``mkdir`` (a name that exists already is never reused: time to the microsecond, process id
+  and a random suffix) and gets a ``.ecgedge-release`` marker holding its own name at once;
+- old releases are pruned only after a successful install and switch, and only folders that
+  carry that marker (``lstat``, no symlink followed); the new release and the one that was live
+  before it are never removed; folders the installer did not make are left alone and named;
+- ``.install.lock`` is opened with ``O_NOFOLLOW`` and without ``O_TRUNC`` (nothing is written
+  to it), so a symlink or hard link there changes no other file;
+- ``current`` is replaced by renaming a freshly made symlink over it; the systemd unit and the
+  logrotate rule are written to exclusively created temporary files in their folder and renamed;
+- the values put into the systemd unit are checked before anything is installed: a user name,
+  absolute paths of plain characters, ``--run-args`` without control characters, quoted by
+  systemd's rules (``%%``, ``$$``, double quotes), so no value can add a line to the unit.
 
 Environment: ``ECGEDGE_EXEC_PREFIX`` is put in front of every program this script starts (for
 user-mode emulation without binfmt_misc, e.g. ``/usr/bin/qemu-aarch64-static``).
@@ -28,19 +45,27 @@ import hashlib
 import json
 import os
 import platform
+import re
+import secrets
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
+import unicodedata
 import venv
 
 PACK_FORMAT = "ecgedge-pack"
 PACK_FORMAT_VERSION = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
 COMPLETE_MARK = ".complete"
+RELEASE_MARK = ".ecgedge-release"  # written by this installer into each release it makes
+LOCK_NAME = ".install.lock"
+MARK_MAX_BYTES = 4096
 
 
 class InstallError(Exception):
@@ -208,8 +233,7 @@ def find_pip_wheel(pack_dir):
 
 
 def install_release(pack_dir, manifest, release_dir, offline, index_url):
-    """Build the release folder: virtualenv, packages, bundle, self-test windows."""
-    os.makedirs(release_dir)
+    """Build the release folder (made by :func:`make_release_dir`): virtualenv, packages, bundle."""
     venv_dir = os.path.join(release_dir, "venv")
     say("creating the virtualenv {}".format(venv_dir))
     # In-process and without pip: ensurepip would start the new interpreter itself, which
@@ -256,14 +280,150 @@ def run_selftest(release_dir):
         "self-test")
 
 
+def real_dir(path, what):
+    """Make ``path`` if missing and refuse anything there but a real folder (no symlink)."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise InstallError(
+            "{} ({}) is a symlink to {}; the installer does not write or delete through links: "
+            "remove the link (rm {}) or choose another --prefix".format(
+                path, what, os.readlink(path), shlex.quote(path)))
+    if not stat.S_ISDIR(st.st_mode):
+        raise InstallError("{} ({}) is not a folder; move it away or choose another --prefix".format(path, what))
+    return path
+
+
+def create_file(path, text, mode=0o644):
+    """Write a new file; fails if anything (a file, a symlink) is already at ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def read_small_file(path):
+    """The text of a regular file of at most MARK_MAX_BYTES, or None (missing, symlink, other)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(MARK_MAX_BYTES + 1)
+    if len(data) > MARK_MAX_BYTES:
+        return None
+    return data.decode("utf-8", "replace")
+
+
+def take_lock(prefix):
+    """Hold an exclusive lock on PREFIX/.install.lock; return its descriptor.
+
+    Opened with O_NOFOLLOW and without O_TRUNC, and never written: a symlink or a hard link
+    planted there cannot make the installer change another file.
+    """
+    path = os.path.join(prefix, LOCK_NAME)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InstallError(
+                "{} is a symlink; the installer does not open files through links: remove it "
+                "(rm {}) and run again".format(path, shlex.quote(path)))
+        raise InstallError("cannot open the lock file {}: {}".format(path, exc.strerror))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise InstallError(
+            "{} is not a plain file of its own (a device, FIFO or hard link); remove it and "
+            "run again".format(path))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InstallError("another install is running in {}".format(prefix))
+    return fd
+
+
+def name_part(value):
+    """A manifest value made safe for a folder name (no separators, no leading dot)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(value)).lstrip(".") or "x"
+
+
+def make_release_dir(releases, manifest):
+    """Make a new, empty release folder with its marker; return its path.
+
+    The name is the ecgedge version, pack id, local time to the microsecond, process id and a
+    random suffix; ``mkdir`` fails on a name that exists, and then another suffix is tried, so
+    an install can never reuse (and later remove) a folder it did not make.
+    """
+    for _ in range(100):
+        now = time.time()
+        name = "{}-{}-{}.{:06d}-{}-{}".format(
+            name_part(manifest["versions"]["ecgedge"]), name_part(manifest["pack_id"]),
+            time.strftime("%Y%m%dT%H%M%S", time.localtime(now)), int(now % 1 * 1e6),
+            os.getpid(), secrets.token_hex(3))
+        path = os.path.join(releases, name)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        try:
+            create_file(os.path.join(path, RELEASE_MARK), json.dumps(
+                {"release": name, "pack_id": manifest["pack_id"],
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))}) + "\n")
+        except BaseException:
+            os.rmdir(path)
+            raise
+        return path
+    raise InstallError("cannot find an unused release name under {}".format(releases))
+
+
+def release_id(path):
+    """The name recorded in ``path``'s marker when this installer made ``path``, else None."""
+    text = read_small_file(os.path.join(path, RELEASE_MARK))
+    try:
+        mark = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return mark.get("release") if isinstance(mark, dict) else None
+
+
 def switch_current(prefix, release_dir):
-    """Point PREFIX/current at the release with one rename (atomic on POSIX)."""
+    """Point PREFIX/current at the release with one rename (atomic on POSIX).
+
+    The new link is made under a fresh random name (``symlink`` fails on an existing name) and
+    renamed over ``current``; a rename replaces a symlink itself, never what it points to.
+    """
     link = os.path.join(prefix, "current")
-    tmp = link + ".new"
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    os.symlink(os.path.relpath(release_dir, prefix), tmp)
-    os.replace(tmp, link)
+    target = os.path.relpath(release_dir, prefix)
+    for _ in range(100):
+        tmp = os.path.join(prefix, ".current.{}.{}".format(os.getpid(), secrets.token_hex(4)))
+        try:
+            os.symlink(target, tmp)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise InstallError("cannot make a temporary link in {}".format(prefix))
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def check_current_link(prefix):
+    """Refuse a PREFIX/current that is not a symlink: the switch would fail after the install."""
+    link = os.path.join(prefix, "current")
+    if os.path.lexists(link) and not os.path.islink(link):
+        raise InstallError(
+            "{} is not a symlink; the installer only replaces the link it made: move it away "
+            "and run again".format(link))
 
 
 def current_release(prefix):
@@ -273,45 +433,142 @@ def current_release(prefix):
     return None
 
 
-def prune_releases(releases, keep, current):
-    """Remove unfinished releases and all but the ``keep`` newest finished ones (never current)."""
-    if not os.path.isdir(releases):
-        return
-    finished = []
-    for name in os.listdir(releases):
+def same_folder(st, protected):
+    return any((st.st_dev, st.st_ino) == (p.st_dev, p.st_ino) for p in protected)
+
+
+def prune_releases(releases, keep, protect):
+    """Remove releases this installer made beyond the ``keep`` newest, after a successful install.
+
+    Only real folders (``lstat``; a symlink is never followed) whose ``.ecgedge-release`` marker
+    names the folder itself are candidates. Those in ``protect`` (the new release and the one
+    that was live before it; a running service may still use it) are never removed and count
+    towards ``keep``; marked folders without ``.complete`` are leftovers of a killed install
+    (the lock is held, so no other install is writing). Returns (removed, foreign) lists of
+    paths; foreign folders are left alone.
+    """
+    st = os.lstat(releases)
+    if not stat.S_ISDIR(st.st_mode):  # a symlink was refused earlier; never delete through one
+        return [], []
+    protected = []
+    for path in protect:
+        try:
+            protected.append(os.stat(path))
+        except OSError:
+            pass
+    finished, removed, foreign = [], [], []
+    for name in sorted(os.listdir(releases)):
         path = os.path.join(releases, name)
-        if os.path.realpath(path) == current:
+        st = os.lstat(path)
+        if same_folder(st, protected):
             continue
-        if not os.path.exists(os.path.join(path, COMPLETE_MARK)):
-            shutil.rmtree(path, ignore_errors=True)
+        if not stat.S_ISDIR(st.st_mode) or release_id(path) != name:
+            foreign.append(path)
+            continue
+        try:
+            done = os.lstat(os.path.join(path, COMPLETE_MARK))
+        except OSError:
+            done = None
+        if done is None or not stat.S_ISREG(done.st_mode):
+            removed.append(path)
         else:
-            finished.append((os.path.getmtime(os.path.join(path, COMPLETE_MARK)), path))
-    for _, path in sorted(finished, reverse=True)[max(keep - 1, 0):]:
-        shutil.rmtree(path, ignore_errors=True)
+            finished.append((done.st_mtime, name, path))
+    spare = max(keep - len(protected), 0)
+    removed += [path for _, _, path in sorted(finished, reverse=True)[spare:]]
+    for path in removed:
+        say("removing the old release {}".format(path))
+        try:
+            shutil.rmtree(path)  # refuses a symlink; descends with file descriptors
+        except OSError as exc:
+            say("warning: cannot remove {}: {}".format(path, exc))
+    return removed, foreign
 
 
 def render_template(path, values):
+    """The template with each ``@KEY@`` replaced in one pass (a value is never scanned again)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    for key, value in values.items():
-        text = text.replace("@{}@".format(key), value)
-    return text
+    return re.sub(r"@([A-Z_]+)@", lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def install_systemd(args, prefix):
-    """Write the systemd unit and the logrotate rule for ``ecgedge device run`` on args.source."""
+# systemd's own user name rule (valid_user_group_name, strict) or a numeric uid.
+USER_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_-]{0,30}|[0-9]{1,10})\Z")
+# Paths that mean the same in a unit file, a command line and a logrotate rule, unquoted.
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9_@+=:,./-]*\Z")
+PLAIN_WORD = re.compile(r"[A-Za-z0-9_@+=:,./-]+\Z")
+LOG_SIZE = re.compile(r"[0-9]{1,9}[kMG]?\Z")
+
+
+def has_control_characters(text):
+    """True for any C0/C1 control character (newline, CR, tab, NUL, ...) or line separator."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def systemd_word(word):
+    r"""One word of an ``Exec*=`` line, quoted so systemd passes exactly ``word`` on.
+
+    ``%`` starts a specifier and ``$`` a variable in systemd's command lines, so both are
+    doubled; anything but plain characters goes into double quotes, with a backslash written
+    ``\\`` and a double quote ``\"`` (systemd unescapes C-style inside quotes). A lone ``;``
+    separates commands unless written ``\;``. Control characters are refused before this is
+    called.
+    """
+    text = word.replace("%", "%%").replace("$", "$$")
+    if word == ";":
+        return "\\;"
+    if PLAIN_WORD.match(word):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unit_values(args, prefix):
+    """The checked values of the systemd unit and logrotate rule, or an InstallError.
+
+    Called before anything is installed, so a bad value costs nothing.
+    """
     if not args.source:
         raise InstallError("--systemd needs --source (a serial device such as /dev/ttyACM0 or a FIFO)")
+    for option, value in (("--source", args.source), ("--log-dir", args.log_dir), ("--prefix", prefix)):
+        if not PLAIN_PATH.match(value) or "/../" in value + "/":
+            raise InstallError(
+                "{} {!r} cannot go into the systemd unit: give an absolute path of letters, "
+                "digits and _@+=:,./- only".format(option, value))
+    if not USER_NAME.match(args.user):
+        raise InstallError(
+            "--user {!r} is not a user name (letters, digits, _ and -, not starting with a "
+            "digit or -, at most 31 characters) or a numeric uid".format(args.user))
+    if has_control_characters(args.run_args):
+        raise InstallError(
+            "--run-args {!r} holds a control character (newline, tab, ...); a unit file line "
+            "cannot carry one".format(args.run_args))
+    try:
+        run_args = shlex.split(args.run_args)
+    except ValueError as exc:
+        raise InstallError("--run-args {!r} cannot be split into words: {}".format(args.run_args, exc))
+    if not (args.fs > 0 and args.fs < float("inf")):
+        raise InstallError("--fs must be a finite rate in Hz > 0, got {!r}".format(args.fs))
+    if args.baud is not None and args.baud <= 0:
+        raise InstallError("--baud must be > 0, got {}".format(args.baud))
+    if not LOG_SIZE.match(args.log_size):
+        raise InstallError("--log-size must be a number with k, M or G, such as 10M, got {!r}".format(args.log_size))
+    if args.log_keep < 0:
+        raise InstallError("--log-keep must be >= 0, got {}".format(args.log_keep))
     current = os.path.join(prefix, "current")
     stty = ""
     if args.baud:
         stty = "ExecStartPre=/bin/stty -F {} {} raw -echo".format(args.source, args.baud)
-    values = {
+    return {
         "PREFIX": prefix, "CURRENT": current, "SOURCE": args.source, "FS": str(args.fs),
         "LOG_DIR": args.log_dir, "USER": args.user, "STTY": stty,
-        "RUN_ARGS": args.run_args, "LOGROTATE_KEEP": str(args.log_keep),
+        "RUN_ARGS": " ".join(systemd_word(w) for w in run_args), "LOGROTATE_KEEP": str(args.log_keep),
         "LOGROTATE_SIZE": args.log_size,
     }
+
+
+def install_systemd(args, prefix):
+    """Write the systemd unit and the logrotate rule for ``ecgedge device run`` on args.source."""
+    values = unit_values(args, prefix)
+    current = values["CURRENT"]
     templates = os.path.join(current, "systemd")
     unit = render_template(os.path.join(templates, "ecgedge.service"), values)
     rotate = render_template(os.path.join(templates, "ecgedge.logrotate"), values)
@@ -326,10 +583,17 @@ def install_systemd(args, prefix):
 
 
 def write_file(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Replace ``path`` with a file holding ``text``: written to an exclusively created
+    temporary file in the same folder (mkstemp: O_EXCL, mode 0600) and renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".{}.".format(os.path.basename(path)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def parse_args(argv):
@@ -347,7 +611,8 @@ def parse_args(argv):
     parser.add_argument("--force", action="store_true",
                         help="install again even when this pack is already the current release")
     parser.add_argument("--keep", type=int, default=2,
-                        help="finished releases to keep, the current one included (default 2)")
+                        help="finished releases to keep, the current one included (default 2; "
+                             "the release that was current before is kept in any case)")
     unit = parser.add_argument_group("systemd service (optional)")
     unit.add_argument("--systemd", action="store_true",
                       help="install a unit that runs `ecgedge device run` on --source")
@@ -373,8 +638,12 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
     prefix = os.path.abspath(os.path.expanduser(args.prefix))
-    release_dir = None
+    release_dir = lock = None
     try:
+        if args.keep < 1:
+            raise InstallError("--keep must be >= 1 (the current release), got {}".format(args.keep))
+        if args.systemd:
+            unit_values(args, prefix)  # refuse a bad unit value before anything is installed
         manifest = load_manifest(HERE)
         say("pack {} for {} / Python {} (ecgedge {}, task {})".format(
             manifest["pack_id"], manifest["target"]["platform"], manifest["target"]["python"],
@@ -389,11 +658,8 @@ def main(argv=None):
             raise InstallError("--offline needs a pack built with `ecgedge device pack --offline`")
         check_space(prefix, manifest)
         os.makedirs(prefix, exist_ok=True)
-        lock = open(os.path.join(prefix, ".install.lock"), "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise InstallError("another install is running in {}".format(prefix))
+        lock = take_lock(prefix)
+        check_current_link(prefix)
         current = current_release(prefix)
         if current and not args.force and os.path.exists(os.path.join(current, "pack.json")):
             with open(os.path.join(current, "pack.json"), encoding="utf-8") as f:
@@ -403,17 +669,18 @@ def main(argv=None):
                     if args.systemd:
                         install_systemd(args, prefix)
                     return 0
-        releases = os.path.join(prefix, "releases")
-        prune_releases(releases, keep=args.keep + 1, current=current)  # leftovers of killed installs
-        release_dir = os.path.join(releases, "{}-{}-{}".format(
-            manifest["versions"]["ecgedge"], manifest["pack_id"], time.strftime("%Y%m%dT%H%M%S")))
+        releases = real_dir(os.path.join(prefix, "releases"), "the release folder")
+        release_dir = make_release_dir(releases, manifest)
         install_release(HERE, manifest, release_dir, offline, args.index_url)
         run_selftest(release_dir)
-        with open(os.path.join(release_dir, COMPLETE_MARK), "w") as f:
-            f.write(time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+        create_file(os.path.join(release_dir, COMPLETE_MARK), time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
         switch_current(prefix, release_dir)
         done, release_dir = release_dir, None
-        prune_releases(releases, keep=args.keep, current=os.path.realpath(done))
+        # Only now, with the new release live: old releases this installer made, beyond --keep.
+        _, foreign = prune_releases(releases, keep=args.keep, protect=[done] + ([current] if current else []))
+        if foreign:
+            say("left alone in {} (not made by this installer): {}".format(
+                releases, ", ".join(os.path.basename(p) for p in foreign)))
         if args.systemd:
             install_systemd(args, prefix)
         say("installed {} -> {}".format(os.path.join(prefix, "current"), done))
@@ -433,9 +700,12 @@ def main(argv=None):
         print("install: error: interrupted", file=sys.stderr, flush=True)
         return 130
     finally:
-        if release_dir is not None and os.path.exists(release_dir):
+        # release_dir is set only once this process has made the folder (mkdir, never reused).
+        if release_dir is not None and os.path.isdir(release_dir) and not os.path.islink(release_dir):
             say("removing the unfinished release {}".format(release_dir))
             shutil.rmtree(release_dir, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
 
 if __name__ == "__main__":
