@@ -49,7 +49,8 @@ class PipelineConfig:
     task : task preset name or TOML path.
     backbone : ImageNet MobileNet of ``ecgedge.train.models.BACKBONES``.
     weights : "imagenet", "none" or an .h5 path.
-    protocol : cross-validation protocol, "records" (patient-wise) or "paper".
+    protocol : cross-validation protocol, "records" (patient-wise), "databases" (leave one
+        database out) or "paper".
     epochs : most epochs per model (early stopping may end sooner).
     fine_tune : 0 (frozen backbone), number of last blocks to train, or "all".
     seed : seeds training, the split, the calibration sample and the example windows.
@@ -496,7 +497,10 @@ def assemble_metrics(ctx, command):
     latency = read_json(ctx.path("latency.json"))
     bundle = load_bundle(ctx.path(BUNDLE_DIR)).manifest
     keep = ("dsp", "invoke", "end_to_end", "windows_per_s", "real_time_factor", "model_bytes", "n", "windows")
+    levels = run.metrics.get("levels", {})
     return {
+        "headline": run.metrics.get("headline"),
+        "per_database": {model: scores["per_database"] for model, scores in levels.items()},
         "task": ctx.task.name,
         "protocol": run.metrics["protocol"],
         "protocol_note": run.metrics["protocol_note"],
@@ -564,12 +568,32 @@ def invoked_command():
     return shlex.join(head + sys.argv[1:])
 
 
+def _rate(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def headline_lines(metrics):
+    """The device's headline and its per-database scores, as the terminal shows them first."""
+    h = metrics.get("headline")
+    if not h:
+        return []
+    lines = [f"the device (int8), {h['protocol']} protocol, {h['level']} level over {', '.join(h['databases'])}: "
+             f"accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}, AF Se {_rate(h['af_se'])} / "
+             f"Sp {_rate(h['af_sp'])}, inconclusive {h['inconclusive_rate']:.3f}"
+             + (f", Challenge F1 {h['challenge_f1']:.4f}" if "challenge_f1" in h else "")]
+    for name, d in (metrics.get("per_database") or {}).get("device", {}).items():
+        lines.append(f"  {name:<9} {d['level']:<6} n {d['n_recordings']:>6}  accuracy {d['accuracy']:.4f}  "
+                     f"macro-F1 {d['macro_f1']:.4f}  AF Se {_rate(d.get('af_se'))} Sp {_rate(d.get('af_sp'))}"
+                     + (f"  Challenge F1 {d['challenge_f1']:.4f}" if "challenge_f1" in d else ""))
+    return lines
+
+
 def summary_lines(metrics):
     """A few lines for the terminal: the protocol's numbers, int8 agreement, device, latency."""
     cv, test = metrics["cross_validation"], metrics["held_out_test"]
     lat = metrics["latency"]["int8"]
     device = cv.get("cnn_rhythm_int8")
-    return [
+    return headline_lines(metrics) + [
         f"{metrics['protocol']} protocol CV ({cv['n_folds']} folds, {cv['n_windows']} windows): "
         + (f"int8 CNN + rhythm head (the device) accuracy {device['accuracy']:.4f}, macro-F1 "
            f"{device['macro_f1']:.4f}; CNN alone " if device else "")
@@ -596,7 +620,7 @@ def _default(name):
               help="Folder of PhysioNet databases [default: $ECGEDGE_DATA].")
 @click.option("--weights", default=None, help=f"imagenet, none or an .h5 path [default: {_default('weights')}].")
 @click.option("--backbone", default=None, help=f"ImageNet MobileNet [default: {_default('backbone')}].")
-@click.option("--protocol", type=click.Choice(["records", "paper"]), default=None,
+@click.option("--protocol", type=click.Choice(["records", "paper", "databases"]), default=None,
               help=f"Cross-validation protocol [default: {_default('protocol')}].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help=f"[default: {_default('epochs')}]")
 @click.option("--fine-tune", default=None, help=f"Last backbone blocks to train, or 'all' [default: {_default('fine_tune')}].")

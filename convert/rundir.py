@@ -34,10 +34,16 @@ def task_fields(task):
     Returns
     -------
     dict with task (name), classes (model output order), label_map, lead (preference list),
-    spectrogram (``SpectrogramConfig.to_dict()``), window_s, hop_s.
+    spectrogram (``SpectrogramConfig.to_dict()``), window_s, hop_s, decision (the recording-level
+    rule, ``ecgedge.device.decision``) and databases (how each database of the task labels its
+    records, so that ``device eval`` labels windows as training did).
     """
+    from ecgedge.device.decision import rule_from_manifest
+
     return {
         "task": task.name,
+        "decision": rule_from_manifest(None, list(task.class_names)).to_dict(),
+        "databases": {db.name: label_source(db) for db in task.databases},
         "classes": list(task.class_names),
         "label_map": dict(task.label_map),
         "lead": list(task.leads),
@@ -45,6 +51,13 @@ def task_fields(task):
         "window_s": float(task.window_s),
         "hop_s": float(task.hop_s),
     }
+
+
+def label_source(db):
+    """How database ``db`` (``ecgedge.train.tasks.DatabaseSpec``) labels windows, for the manifest."""
+    return {"labels": db.labels, "annotator": db.annotator, "brackets": db.brackets,
+            "reference": db.reference, "reference_labels": dict(db.reference_labels),
+            "record_label": db.record_label}
 
 
 def load_split_windows(run, split, data_dir=None):

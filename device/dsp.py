@@ -310,10 +310,14 @@ def to_model_rate(x, fs_in, cfg):
 
     Returns
     -------
-    ndarray of shape (cfg.n_samples,), float64.
+    ndarray of shape (cfg.n_samples,), float64, centred (zero mean before resampling): the
+    same for ``x`` and ``a * x + b``, up to rounding, for any gain a > 0 and offset b.
     """
     up, down = resample_ratio(fs_in, cfg.fs)
-    y = resample_poly(x, up, down)
+    # Centred first: the resampler pads with zeros, so an offset would ring at both ends and
+    # a window's label would depend on its baseline (an ADC's zero, a DC offset).
+    x = np.asarray(x, dtype=np.float64)
+    y = resample_poly(x - np.mean(x), up, down)
     if abs(y.size - cfg.n_samples) > 1:
         raise EcgEdgeError(
             f"a {cfg.window_s} s window at {fs_in} Hz should have {int(round(cfg.window_s * fs_in))} "

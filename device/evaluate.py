@@ -1,10 +1,15 @@
-"""On-device evaluation against a database's rhythm annotations, in numpy only.
+"""On-device evaluation against a database's labels, in numpy only.
 
-Windows are cut as the training task cuts them (``ecgedge.train.data``, which uses wfdb):
-each rhythm runs from its ``+`` annotation to the next rhythm change or the record's end,
-consecutive equal rhythms are joined, and windows of ``window_s`` start every ``hop_s`` from
-the start of each interval and lie entirely inside it. Intervals whose label is not in the
-bundle's ``label_map`` give no windows; their windows are counted as skipped.
+Windows are labelled and cut by :mod:`ecgedge.device.labels`, the functions training uses:
+rhythm notes (each rhythm runs from its ``+`` annotation to the next change), CUDB's ``[``/``]``
+VF episodes, or one label per recording from a reference file (CinC 2017), as the bundle's
+manifest says for a database of the folder's name. Windows of ``window_s`` start every
+``hop_s`` inside each interval; a recording shorter than a window gives one wrapped window.
+Intervals whose label is not in the bundle's ``label_map`` give no windows; their windows are
+counted as skipped.
+
+Recording-labelled databases are also scored per recording: the bundle's decision rule
+(:mod:`ecgedge.device.decision`) turns each recording's windows into one answer.
 """
 
 from collections import Counter
@@ -13,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgedge.device import labels
+from ecgedge.device.decision import decide, recording_metrics
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.metrics import classification_metrics
 from ecgedge.device.wfdb_reader import choose_signal, read_annotations, read_digital, read_header, to_physical
 
 
@@ -41,39 +49,48 @@ class RecordWindows:
     skipped: Counter
 
 
-def rhythm_intervals(annotations, n_samples):
-    """Labelled rhythm intervals ``[(start, stop, label)]`` in samples, sorted, equal runs joined.
+def label_source(manifest, data_dir):
+    """How the records of ``data_dir`` are labelled: the bundle's entry for a database of that
+    folder's name (``manifest["databases"]``), else rhythm notes (``+`` annotations in ``.atr``).
 
-    Parameters
-    ----------
-    annotations : wfdb_reader.Annotations.
-    n_samples : int, record length.
+    Returns
+    -------
+    dict with labels ("rhythm", "record", "reference"), annotator, brackets, reference,
+    reference_labels, record_label.
     """
-    changes = [
-        (int(s), aux.replace("\x00", "").strip())
-        for s, sym, aux in zip(annotations.sample, annotations.symbol, annotations.aux_note)
-        if sym == "+" and aux.replace("\x00", "").strip().startswith("(")
-    ]
-    intervals = []
-    for i, (start, label) in enumerate(changes):
-        stop = min(changes[i + 1][0] if i + 1 < len(changes) else n_samples, n_samples)
-        if start >= stop:
-            continue
-        if intervals and intervals[-1][2] == label and start <= intervals[-1][1]:
-            start = intervals.pop()[0]
-        intervals.append((start, stop, label))
+    default = {"labels": "rhythm", "annotator": "atr", "brackets": "", "reference": "REFERENCE.csv",
+               "reference_labels": {}, "record_label": ""}
+    source = {**default, **((manifest.get("databases") or {}).get(Path(data_dir).name) or {})}
+    if source["labels"] not in ("rhythm", "record", "reference"):
+        raise EcgEdgeError(f"device eval can not label records of kind {source['labels']!r} (database "
+                           f"{Path(data_dir).name}); it reads rhythm notes, record labels and reference files")
+    if source["labels"] == "reference":
+        source["table"] = labels.read_reference(Path(data_dir) / source["reference"])
+    return source
+
+
+def labelled_intervals(record_path, source, n_samples):
+    """``[(start, stop, label)]`` of one record as ``source`` (:func:`label_source`) labels it."""
+    record_path = Path(record_path)
+    if source["labels"] == "record":
+        return [(0, n_samples, source["record_label"])]
+    if source["labels"] == "reference":
+        table = source.get("table") or labels.read_reference(record_path.parent / source["reference"])
+        if record_path.name not in table:
+            raise EcgEdgeError(f"{record_path.parent / source['reference']} has no label for record {record_path.name}")
+        label = source["reference_labels"].get(table[record_path.name], table[record_path.name])
+        return [(0, n_samples, label)]
+    ann = read_annotations(record_path, source["annotator"])
+    intervals = labels.rhythm_intervals(ann.sample, ann.symbol, ann.aux_note, n_samples)
+    if source["brackets"]:
+        intervals = labels.overlay(intervals, labels.bracket_intervals(ann.sample, ann.symbol, n_samples,
+                                                                       source["brackets"]))
     return intervals
 
 
-def window_starts(start, stop, length, hop):
-    """Starts (ndarray (k,), int64) of the ``length``-sample windows ``hop`` apart inside [start, stop)."""
-    k = (stop - start - length) // hop + 1
-    return start + hop * np.arange(max(int(k), 0), dtype=np.int64)
-
-
 def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fallback="first",
-                   annotator="atr"):
-    """Cut the labelled windows of one WFDB record.
+                   source=None):
+    """Cut the labelled windows of one WFDB record (:func:`ecgedge.device.labels.cut_windows`).
 
     Parameters
     ----------
@@ -81,66 +98,23 @@ def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fall
     label_map : dict {annotation label: class name}.
     window_s, hop_s : float, seconds.
     lead, fallback : lead preference list and what to do when none is present.
+    source : how the record is labelled (:func:`label_source`); default rhythm notes in ``.atr``.
 
     Returns
     -------
     RecordWindows.
     """
+    source = source or label_source({}, Path(record_path).parent)
     header = read_header(record_path)
     channel = choose_signal(header, list(lead), fallback)
     signal = np.nan_to_num(to_physical(read_digital(record_path, header), header)[:, channel])
     length = int(round(window_s * header.fs))
     hop = max(int(round(hop_s * header.fs)), 1)
-    starts, labels, skipped = [], [], Counter()
-    for start, stop, label in rhythm_intervals(read_annotations(record_path, annotator), len(signal)):
-        s = window_starts(start, stop, length, hop)
-        if label in label_map:
-            starts.append(s)
-            labels.extend([label] * len(s))
-        elif len(s):
-            skipped[label] += len(s)
-    starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
-    x = np.stack([signal[s:s + length] for s in starts]).astype(np.float32) if len(starts) \
-        else np.zeros((0, length), dtype=np.float32)
-    return RecordWindows(Path(record_path).name, x, starts, labels, header.fs,
-                         header.signals[channel].name, skipped)
-
-
-def classification_metrics(y_true, y_pred, n_classes):
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
-
-    Parameters
-    ----------
-    y_true, y_pred : ndarray of shape (n,), int class indices.
-    n_classes : int.
-
-    Returns
-    -------
-    dict: accuracy (float), macro_f1 (float, mean over classes present in y_true or y_pred),
-    confusion (ndarray (n_classes, n_classes), int64, rows true, columns predicted),
-    precision, recall, f1, support (ndarray (n_classes,)).
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y_true, y_pred), 1)
-    tp = np.diag(confusion).astype(np.float64)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / predicted, 0.0)
-        recall = np.where(support > 0, tp / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = (support > 0) | (predicted > 0)
-    return {
-        "accuracy": float(tp.sum() / len(y_true)) if len(y_true) else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "confusion": confusion,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "support": support,
-    }
+    x, starts, window_labels, skipped = labels.cut_windows(
+        signal, labelled_intervals(record_path, source, len(signal)), length, hop, label_map,
+        wrap_short=source["labels"] in ("reference", "record"))
+    return RecordWindows(Path(record_path).name, x, starts, list(window_labels), header.fs,
+                         header.signals[channel].name, Counter(skipped))
 
 
 def list_records(data_dir):
@@ -175,8 +149,10 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
     dict with n_windows (classified), accuracy, macro_f1, per_class {class: {precision,
     recall, f1, support}}, labels (class order of confusion), confusion (rows true),
     skipped {"labels": {label: windows}, "quality": {reason kind: windows}}, records
-    {record: {"lead", "n_windows", and :func:`record_scores`}}, rhythm_head (whether the bundle's
-    rhythm head took part).
+    {record: {"lead", "n_windows", and :func:`record_scores`, and its ``decision`` for
+    recording-labelled databases}}, rhythm_head (whether the bundle's rhythm head took part),
+    level ("record" for databases labelled per recording, else "window") and, per recording,
+    recordings (:func:`ecgedge.device.decision.recording_metrics`).
     """
     manifest = classifier.bundle.manifest
     label_map = classifier.bundle.label_map
@@ -184,11 +160,15 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
     unknown = sorted(set(label_map.values()) - set(class_index))
     if unknown:
         raise EcgEdgeError(f"{classifier.bundle.path}: label_map names classes {unknown} that the model lacks")
+    source = label_source(manifest, data_dir)
+    by_recording = source["labels"] in ("record", "reference")
+    rule = classifier.decision_rule
     y_true, y_pred = [], []
+    true_recordings, decisions = [], []
     skipped_labels, skipped_quality, per_record = Counter(), Counter(), {}
     for record in records or list_records(data_dir):
         rw = record_windows(Path(data_dir) / record, label_map, classifier.window_s, classifier.hop_s,
-                            manifest.get("lead") or (), manifest.get("lead_fallback", "first"))
+                            manifest.get("lead") or (), manifest.get("lead_fallback", "first"), source)
         skipped_labels.update(rw.skipped)
         results = classifier.classify_windows(rw.x, rw.fs, rw.starts / rw.fs)
         first = len(y_true)
@@ -202,8 +182,16 @@ def evaluate(classifier, data_dir, records=None, on_window=None):
             y_pred.append(class_index[result.label])
         per_record[record] = {"lead": rw.lead, "n_windows": len(results),
                               **record_scores(y_true[first:], y_pred[first:], classifier.classes)}
+        if by_recording and rw.labels:
+            decision = decide([r.probs for r in results], classifier.classes, rule)
+            true_recordings.append(label_map[rw.labels[0]])
+            decisions.append(decision)
+            per_record[record]["decision"] = decision.to_json(classifier.classes)
     report = _report(classification_metrics(y_true, y_pred, len(classifier.classes)), classifier.classes,
                      skipped_labels, skipped_quality, per_record)
+    report["level"] = "record" if by_recording else "window"
+    if by_recording:
+        report["recordings"] = recording_metrics(true_recordings, decisions, classifier.classes, rule)
     return {**report, "rhythm_head": classifier.trees is not None}
 
 

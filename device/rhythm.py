@@ -341,7 +341,8 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None):
     """
     z = standardize(to_model_rate(x, fs_in, cfg)) if standardized is None else standardized
     beats = detect_beats(z, cfg.fs)
-    at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x, *resample_ratio(fs_in, SHARPNESS_FS))
+    # Centred before resampling (the resampler pads with zeros; see dsp.to_model_rate).
+    at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x - np.mean(x), *resample_ratio(fs_in, SHARPNESS_FS))
     return np.concatenate([rr_statistics(np.diff(beats) / cfg.fs), beat_shape_features(z, beats, cfg.fs),
                            sharpness_features(at_sharpness_rate), atrial_features(z, beats, cfg.fs)])
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgedge.device.bundle import load_bundle
+from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.quant import dequantize, quantize
@@ -142,6 +143,8 @@ class Classifier:
         whether the bundle's rhythm head is combined with it).
     trees : ecgedge.device.trees.Trees of the rhythm head, or None (none in the bundle, or
         ``rhythm_head=False``).
+    decision_rule : ecgedge.device.decision.DecisionRule, how a recording's windows become one
+        answer (the manifest's ``decision``; bundles made before it get the default rule).
     """
 
     def __init__(self, bundle, edgetpu=None, cpu_fallback=False, num_threads=None, rhythm_head=True):
@@ -174,6 +177,7 @@ class Classifier:
         # A head trained by an earlier version reads the features it knows, by name.
         self._head_columns = np.array(feature_columns(self.bundle.rhythm_features)) if self.trees is not None else None
         self.info = {**self.info, "rhythm_head": self.trees is not None}
+        self.decision_rule = rule_from_manifest(manifest.get("decision"), self.classes, self.bundle.path / "model.json")
 
     def window_samples(self, fs):
         """Samples of one window at the input rate ``fs`` (Hz)."""

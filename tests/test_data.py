@@ -152,7 +152,7 @@ def test_cache_recomputes_on_changed_config_or_file(tmp_path, wfdb_record, monke
 
 @pytest.fixture
 def salem_data(tmp_path, wfdb_record):
-    """Tiny nsrdb, afdb, vfdb and edb databases in tmp_path (see each comment)."""
+    """Tiny nsrdb, afdb, vfdb, cudb and edb databases in tmp_path (see each comment)."""
     root = tmp_path / "physionet"
     # nsrdb: beat annotations only, 128 Hz, 40 s: whole record is (N -> 7 windows.
     wfdb_record(root / "nsrdb", "16265", 128, 40, [(t, "N", "") for t in np.arange(0.5, 40, 0.8)])
@@ -162,6 +162,10 @@ def salem_data(tmp_path, wfdb_record):
     # vfdb: (VF 10-30 s and (VFL 30-50 s -> 3 + 3 windows; (N is not used.
     wfdb_record(root / "vfdb", "418", 250, 60,
                 [(0, "+", "(N"), (10, "+", "(VF"), (30, "+", "(VFL"), (50, "+", "(N")], leads=("ECG", "ECG-2"))
+    # cudb: "[" at 5 s, "]" at 40 s: VF 5-40 s under a (VT note from 0 s -> 6 windows;
+    # the (N after 40 s is not used.
+    wfdb_record(root / "cudb", "cu01", 250, 50, [(0, "+", "(VT"), (5, "[", ""), (40, "]", ""), (40, "+", "(N")],
+                leads=("ECG",))
     # edb: ST episodes 5-27 s (lead 0) and 20-30 s (lead 1) join into 5-30 s (4 windows);
     # (ST0+ from 65 s never closes (to 80 s: 2 windows); T episodes and rhythm are ignored.
     wfdb_record(root / "edb", "e0103", 250, 80,
@@ -178,11 +182,12 @@ def test_salem2018_label_mapping(salem_data, tmp_path):
     counts = {r: dict(zip(*np.unique(windows.label[windows.record == r], return_counts=True)))
               for r in np.unique(windows.record)}
     assert counts == {"nsrdb/16265": {"(N": 7}, "afdb/04015": {"(AFIB": 4},
-                      "vfdb/418": {"(VF": 3, "(VFL": 3}, "edb/e0103": {"(ST": 6}}
+                      "vfdb/418": {"(VF": 3, "(VFL": 3}, "cudb/cu01": {"(VF": 6}, "edb/e0103": {"(ST": 6}}
+    assert windows.start_s[windows.record == "cudb/cu01"].tolist() == [5, 10, 15, 20, 25, 30]
     assert windows.start_s[windows.record == "edb/e0103"].tolist() == [5, 10, 15, 20, 65, 70]
     assert windows.start_s[windows.record == "afdb/04015"].tolist() == [20, 25, 30, 35]
     summary = summarize(windows, task)
-    assert summary["classes"]["VF"] == {"windows": 6, "minutes": round(40 / 60, 2), "records": 1}
+    assert summary["classes"]["VF"] == {"windows": 12, "minutes": round((40 + 35) / 60, 2), "records": 2}
     assert summary["classes"]["NSR"] == {"windows": 7, "minutes": round(40 / 60, 2), "records": 1}
     # 250 Hz windows were resampled as the device resamples: their image is the raw window's.
     raw = read_record(salem_data / "afdb", "04015", ("ECG1",)).signal[20 * 250:30 * 250]

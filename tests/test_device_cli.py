@@ -53,8 +53,13 @@ def test_run_json_lines_schema_and_summary(tiny_bundle, ecg_csv):
         assert w["label"] in tiny_bundle.classes and list(w["probs"]) == tiny_bundle.classes
         assert abs(sum(w["probs"].values()) - 1) < 0.05 and w["latency_ms"] > 0
     assert windows[-1]["label"] is None and windows[-1]["reason"].startswith("too short: 540 of 720")
-    assert set(summary) == {"episodes", "time_s", "burden"}
+    assert set(summary) == {"episodes", "time_s", "burden", "recording"}
     assert sum(e["n_windows"] for e in summary["episodes"]) == 4
+    # The recording's one answer is the bundle's rule over the four windows.
+    from ecgedge.device.decision import decide
+
+    expected = decide([[w["probs"][c] for c in tiny_bundle.classes] for w in full], tiny_bundle.classes)
+    assert summary["recording"]["label"] == expected.label and summary["recording"]["n_windows"] == 4
 
 
 def test_run_stdin_text_and_int16_agree(tiny_bundle):
@@ -87,10 +92,20 @@ def test_bad_windows_give_null_label_and_the_stream_goes_on(tiny_bundle, tmp_pat
 
 
 def test_input_shorter_than_a_window(tiny_bundle, tmp_path):
-    np.save(tmp_path / "short.npy", synthetic_ecg(500, FS, seed=0))
+    np.save(tmp_path / "short.npy", synthetic_ecg(300, FS, seed=0))
     result = invoke("run", "--bundle", tiny_bundle.path, "--input", tmp_path / "short.npy", "--fs", FS)
     assert result.exit_code == 2
-    assert "has 500 samples (1.38889 s at 360 Hz), shorter than one 2 s window (720 samples)" in result.stderr
+    assert "has 300 samples (0.833333 s at 360 Hz), shorter than half a 2 s window (720 samples)" in result.stderr
+    # At least half a window: wrapped around into one window, as training wraps short recordings.
+    x = synthetic_ecg(500, FS, seed=0)
+    np.save(tmp_path / "short.npy", x)
+    result = invoke("run", "--bundle", tiny_bundle.path, "--input", tmp_path / "short.npy", "--fs", FS)
+    assert result.exit_code == 0, result.output
+    (row,) = lines(result)
+    from ecgedge.device.runtime import Classifier
+
+    wrapped = Classifier(tiny_bundle).classify_window(np.resize(x, 720), FS)
+    assert row["label"] == wrapped.label
     stdin = invoke("run", "--bundle", tiny_bundle.path, "--input", "-", "--fs", FS, input="1\n2\n3\n")
     assert stdin.exit_code == 2 and "the input had 3 samples" in stdin.stderr
     assert lines(stdin)[0]["reason"] == "too short: 3 of 720 samples left at the end of the input"
@@ -172,7 +187,8 @@ def test_missing_tampered_and_incompatible_bundles(tiny_bundle, ecg_csv, tmp_pat
     other = copy_bundle(tiny_bundle, tmp_path / "other")
     (other / "model.json").write_text(json.dumps({**manifest, "spectrogram": {**manifest["spectrogram"], "n_freq": 16}}))
     result = run(other)
-    assert result.exit_code == 2 and "input has shape (1, 32, 32, 2), the manifest implies (1, 16, 32, 2)" in result.stderr
+    assert result.exit_code == 2 and "input.shape must be [1, 16, 32, 2] (from the spectrogram and classes), got " \
+        "[1, 32, 32, 2]" in result.stderr
 
 
 def expected_window_counts(mitdb_dir, records, bundle):

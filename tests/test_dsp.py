@@ -41,9 +41,11 @@ def scipy_stft_magnitude(x, nperseg, nfft, hop, n_frames):
 
 
 def scipy_window_image(x, fs_in, cfg):
-    """window_image rebuilt from scipy.signal.resample_poly and scipy.signal.spectrogram."""
+    """window_image rebuilt from scipy.signal.resample_poly and scipy.signal.spectrogram
+    (the window centred before resampling, so no offset rings at its ends)."""
     up, down = resample_ratio(fs_in, cfg.fs)
-    y = scipy.signal.resample_poly(np.asarray(x, dtype=np.float64), up, down, axis=0,
+    x = np.asarray(x, dtype=np.float64)
+    y = scipy.signal.resample_poly(x - x.mean(), up, down, axis=0,
                                    window=("kaiser", 5.0), padtype="constant", cval=0.0)
     y = np.pad(y, (0, max(0, cfg.n_samples - y.size)))[: cfg.n_samples]
     z = y - y.mean()

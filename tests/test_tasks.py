@@ -24,7 +24,34 @@ def write_task(tmp_path, text):
 
 
 def test_presets_are_shipped():
-    assert preset_names() == ["mitdb-rhythm4", "salem2018"]
+    assert preset_names() == ["cinc2017", "mitdb-rhythm4", "multidb-rhythm5", "salem2018"]
+
+
+def test_cinc2017_and_multidb_presets_name_every_label():
+    cinc = load_task("cinc2017")
+    assert cinc.class_names == ["NSR", "AF", "OTHER", "NOISY"]
+    db = cinc.database("cinc2017")
+    assert db.labels == "reference" and db.reference == "REFERENCE.csv"
+    assert dict(db.reference_labels) == {"N": "(N", "A": "(AFIB", "O": "(OTHER", "~": "(NOISE"}
+    multi = load_task("multidb-rhythm5")
+    assert multi.class_names == ["NSR", "AF", "OTHER", "VENT", "NOISY"]
+    assert [d.name for d in multi.databases] == ["mitdb", "cinc2017", "vfdb", "cudb"]
+    assert multi.fs == 360.0 and multi.database("cudb").brackets == "(VF"
+    labels = multi.label_map
+    # Both VF spellings (vfdb), cudb's "(AF", and the noise of vfdb and CinC, each in its class.
+    assert labels["(VF"] == labels["(VFIB"] == labels["(VFL"] == labels["(VT"] == "VENT"
+    assert labels["(AF"] == labels["(AFIB"] == labels["(AFL"] == "AF"
+    assert labels["(NOISE"] == "NOISY" and labels["(OTHER"] == "OTHER" and labels["(B"] == "OTHER"
+    # Every preset names its atrial fibrillation class AF.
+    for name in preset_names():
+        assert "AF" in load_task(name).class_names
+
+
+def test_reference_labels_must_be_known_rhythm_labels(tmp_path):
+    text = MINIMAL.replace("[databases.mitdb]", '[databases.mitdb]\nlabels = "reference"\n'
+                                                  'reference_labels = { A = "(AFIBB" }')
+    with pytest.raises(EcgEdgeError, match="unknown rhythm label '\\(AFIBB'"):
+        load_task(write_task(tmp_path, text))
 
 
 def test_mitdb_rhythm4_class_map_is_the_issues():
@@ -63,7 +90,10 @@ def test_salem2018_databases():
     # Each class comes from its own database only.
     assert task.labels_for(nsrdb) == {"(N": "NSR"}
     assert task.labels_for(afdb) == {"(AFIB": "AF"}
-    assert task.labels_for(vfdb) == {"(VF": "VF", "(VFL": "VF"}
+    assert task.labels_for(vfdb) == {"(VF": "VF", "(VFIB": "VF", "(VFL": "VF"}
+    cudb = task.database("cudb")
+    assert (cudb.labels, cudb.brackets) == ("rhythm", "(VF")
+    assert task.labels_for(cudb) == {"(VF": "VF", "(VFL": "VF"}
     assert task.labels_for(edb) == {"(ST": "ST"}
     assert "00735" in afdb.exclude
 
@@ -96,7 +126,7 @@ BAD = [
     (None, "colour = 1\n" + MINIMAL, "unknown setting(s) ['colour']"),
     (None, 'lead_fallback = "any"\n' + MINIMAL, "lead_fallback must be one of ['first', 'none'], got 'any'"),
     (None, MINIMAL.replace("[databases.mitdb]", '[databases.mitdb]\nlabels = "beats"'),
-     "labels must be one of ['rhythm', 'record', 'episode'], got 'beats'"),
+     "labels must be one of ['rhythm', 'record', 'episode', 'reference'], got 'beats'"),
     (None, MINIMAL.replace("[databases.mitdb]", '[databases.mitdb]\nlabels = "record"'),
      "needs a known record_label such as \"(N\", got ''"),
     (None, MINIMAL.replace("[databases.mitdb]", '[databases.mitdb]\nuse = ["(VF"]'),

@@ -84,7 +84,7 @@ def test_paper_subset_is_class_balanced_and_folds_stratified():
 
 def test_bad_protocol_and_fold_counts_are_refused():
     y, groups = _windows()
-    with pytest.raises(EcgEdgeError, match="protocol must be one of paper, records, got 'lopo'"):
+    with pytest.raises(EcgEdgeError, match="protocol must be one of paper, records, databases, got 'lopo'"):
         protocols.make_folds("lopo", y, groups)
     with pytest.raises(EcgEdgeError, match="folds must be between 2 and the 19 patients, got 40"):
         protocols.records_folds(y, groups, n_folds=40)

@@ -135,8 +135,9 @@ def _backbone_names():
 @TASK_OPTION
 @click.option("--backbone", type=click.Choice(_backbone_names()), default="mobilenet_v1_0.25_128",
               show_default=True, help="ImageNet MobileNet of the registry.")
-@click.option("--protocol", type=click.Choice(["paper", "records"]), default="records", show_default=True,
-              help="paper: balanced ~7000 windows, 10-fold window CV; records: folds grouped by patient.")
+@click.option("--protocol", type=click.Choice(["paper", "records", "databases"]), default="records", show_default=True,
+              help="paper: balanced ~7000 windows, 10-fold window CV; records: folds grouped by patient; "
+                   "databases: leave one database out.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="RUN_DIR to write.")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Most epochs per model.")
 @click.option("--fine-tune", "fine_tune", is_flag=False, flag_value="all", default="0", show_default=True,

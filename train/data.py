@@ -18,19 +18,20 @@ reads the cache and a changed setting or file recomputes. The cache lives in ``-
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ecgedge.device import labels
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
-from ecgedge.device.evaluate import list_records, window_starts as device_window_starts
-from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.errors import DataError, EcgEdgeError
+from ecgedge.device.evaluate import list_records
 from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
 
-CACHE_VERSION = 1  # raise when windows, images or rhythm features would come out differently
+CACHE_VERSION = 2  # raise when windows, images or rhythm features would come out differently
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
 DEFAULT_CACHE = Path("~/.cache/ecgedge/cache")
 # Beat annotation symbols (wfdb's ``is_qrs`` codes): what an RR-interval baseline needs.
@@ -238,84 +239,62 @@ def read_beats(db_dir, record, annotator="atr"):
 # Labelled intervals
 
 
-def _merge_runs(intervals):
-    """Join intervals with the same label that touch or overlap (sorted by start)."""
-    merged = []
-    for iv in sorted(intervals):
-        if merged and merged[-1].label == iv.label and iv.start <= merged[-1].stop:
-            last = merged.pop()
-            iv = Interval(last.start, max(last.stop, iv.stop), iv.label)
-        merged.append(iv)
-    return merged
+def _intervals(triples):
+    return [Interval(int(a), int(b), str(label)) for a, b, label in triples]
 
 
 def rhythm_intervals(ann, n_samples):
     """Rhythm intervals from rhythm-change annotations (symbol ``+``, aux ``(LABEL``).
 
-    Each rhythm runs from its annotation to the next rhythm change, or to the record's end;
-    time before the first change has no label. Consecutive equal rhythms are joined.
-
-    Parameters
-    ----------
-    ann : Annotations.
-    n_samples : int, length of the record in samples.
+    :func:`ecgedge.device.labels.rhythm_intervals` on wfdb's annotations: each rhythm runs from
+    its annotation to the next change or the record's end; consecutive equal rhythms are joined.
 
     Returns
     -------
     list of Interval in samples, sorted.
     """
-    change = (ann.symbol == "+") & np.char.startswith(ann.aux.astype(str), "(")
-    starts = ann.sample[change]
-    labels = ann.aux[change]
-    stops = np.append(starts[1:], n_samples)
-    intervals = [
-        Interval(int(a), int(min(b, n_samples)), str(label))
-        for a, b, label in zip(starts, stops, labels)
-        if a < min(b, n_samples)
-    ]
-    return _merge_runs(intervals)
+    return _intervals(labels.rhythm_intervals(ann.sample, ann.symbol, ann.aux, n_samples))
 
 
 def episode_intervals(ann, n_samples, symbol="s", prefix="(ST"):
-    """Episodes opened by aux ``(ST0-`` and closed by ``ST0-)`` (annotations of ``symbol``).
-
-    An opening note ``prefix + rest`` starts an episode that the note ``prefix[1:] + rest +
-    ")"`` ends; a closing note that matches no open episode exactly ends the oldest open one of
-    the same lead (``ST0...)`` ends ``(ST0...``). Episodes never closed run to the record's end;
-    overlapping episodes (e.g. on two leads) are joined. Each episode is labelled ``prefix``.
+    """Episodes opened by aux ``(ST0-`` and closed by ``ST0-)`` (:func:`ecgedge.device.labels.episode_intervals`).
 
     Returns
     -------
     list of Interval in samples, sorted, label ``prefix``.
     """
-    body = prefix[1:]
-    lead = re.compile(re.escape(body) + r"\d*")
-    is_ours = ann.symbol == symbol
-    open_at = {}
-    episodes = []
-    for t, note in zip(ann.sample[is_ours], ann.aux[is_ours]):
-        note = str(note)
-        if note.startswith(prefix):
-            open_at.setdefault(note[1:], int(t))
-        elif note.startswith(body) and note.endswith(")"):
-            key = note[:-1]
-            if key not in open_at:
-                same_lead = lead.match(note).group(0)
-                key = next((k for k in open_at if lead.match(k).group(0) == same_lead), None)
-            if key is not None:
-                episodes.append(Interval(open_at.pop(key), int(t), prefix))
-    episodes += [Interval(t, n_samples, prefix) for t in open_at.values()]
-    return _merge_runs([iv for iv in episodes if iv.start < iv.stop])
+    return _intervals(labels.episode_intervals(ann.sample, ann.symbol, ann.aux, n_samples, symbol, prefix))
+
+
+@lru_cache(maxsize=8)
+def _reference(path, mtime_ns):
+    return labels.read_reference(path)
+
+
+def reference_label(db, db_dir, record):
+    """The rhythm label of a recording of a ``labels = "reference"`` database, or None when its
+    CSV label is not in the task's ``reference_labels``; DataError when the CSV lacks the record."""
+    path = Path(db_dir) / db.reference
+    table = _reference(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+    if record not in table:
+        raise DataError(f"{path} has no label for record {record}; the label file and the records disagree")
+    return dict(db.reference_labels).get(table[record])
 
 
 def labelled_intervals(db, db_dir, record, n_samples):
     """Labelled intervals of one record as database ``db`` (DatabaseSpec) defines them."""
     if db.labels == "record":
         return [Interval(0, int(n_samples), db.record_label)]
+    if db.labels == "reference":
+        label = reference_label(db, db_dir, record)
+        return [] if label is None else [Interval(0, int(n_samples), label)]
     ann = read_annotations(db_dir, record, db.annotator)
     if db.labels == "episode":
         return episode_intervals(ann, n_samples, db.episode_symbol, db.episode_prefix)
-    return rhythm_intervals(ann, n_samples)
+    intervals = labels.rhythm_intervals(ann.sample, ann.symbol, ann.aux, n_samples)
+    if db.brackets:
+        intervals = labels.overlay(intervals, labels.bracket_intervals(ann.sample, ann.symbol, n_samples, db.brackets))
+    return _intervals(intervals)
 
 
 def window_starts(interval, length, hop):
@@ -325,18 +304,13 @@ def window_starts(interval, length, hop):
     -------
     ndarray of shape (k,), int64: ``interval.start + hop * i`` with ``start + length <= stop``.
     """
-    return device_window_starts(interval.start, interval.stop, length, hop)
+    return labels.window_starts(interval.start, interval.stop, length, hop)
 
 
-def cut_windows(signal, intervals, length, hop, labels):
-    """Windows of ``signal`` lying entirely inside one interval whose label is in ``labels``.
-
-    Parameters
-    ----------
-    signal : ndarray of shape (n,), float.
-    intervals : list of Interval.
-    length, hop : int, samples.
-    labels : container of the labels to keep.
+def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
+    """Windows of ``signal`` lying entirely inside one interval whose label is in ``keep``
+    (:func:`ecgedge.device.labels.cut_windows`; with ``wrap_short``, a recording shorter than a
+    window gives one wrapped window).
 
     Returns
     -------
@@ -344,17 +318,8 @@ def cut_windows(signal, intervals, length, hop, labels):
     starts : ndarray of shape (k,), int64, samples.
     label : ndarray of shape (k,), str.
     """
-    starts, label = [], []
-    for iv in intervals:
-        if iv.label in labels:
-            s = window_starts(iv, length, hop)
-            starts.append(s)
-            label += [iv.label] * s.size
-    starts = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
-    x = np.empty((starts.size, length), dtype=np.float32)
-    for i, s in enumerate(starts):
-        x[i] = signal[s:s + length]
-    return x, starts, np.asarray(label, dtype=str).reshape(starts.size)
+    x, starts, label, _ = labels.cut_windows(signal, intervals, length, hop, keep, wrap_short)
+    return x, starts, label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +408,9 @@ def record_files(db, db_dir, record):
     header = read_header(db_dir, record)
     files = [Path(db_dir) / f"{record}.hea"]
     files += [Path(db_dir) / name for name in sorted(set(header.file_name or []))]
-    if db.labels != "record":
+    if db.labels == "reference":
+        files.append(Path(db_dir) / db.reference)
+    elif db.labels != "record":
         files.append(Path(db_dir) / f"{record}.{db.annotator}")
     for path in files:
         if not path.is_file():
@@ -473,7 +440,8 @@ def _compute_record_windows(task, db, db_dir, record):
     intervals = labelled_intervals(db, db_dir, record, rec.n)
     length = int(round(task.window_s * rec.fs))
     hop = max(int(round(task.hop_s * rec.fs)), 1)
-    x, starts, label = cut_windows(rec.signal, intervals, length, hop, task.labels_for(db))
+    x, starts, label = cut_windows(rec.signal, intervals, length, hop, task.labels_for(db),
+                                   wrap_short=db.labels in ("reference", "record"))
     fs = rec.fs
     if task.fs and task.fs != rec.fs:
         # Resample each window exactly as the device would resample its raw window.

@@ -7,6 +7,10 @@
 ``records``
     Grouped cross-validation by patient (``StratifiedGroupKFold``) over all windows: no patient
     is ever on both sides of a fold. This is the honest number.
+``databases``
+    Leave one database out: each fold tests on every window of one database (another device,
+    rate, lead and population) and trains on the others. This is the number for new hardware.
+    A task of one database can not be cross-validated so.
 
 Every fold also holds out a validation part of its training side (windows for ``paper``,
 patients for ``records``) for early stopping, so the test side is never looked at while
@@ -19,9 +23,9 @@ import numpy as np
 
 from ecgedge.device.errors import EcgEdgeError
 
-PROTOCOLS = ("paper", "records")
+PROTOCOLS = ("paper", "records", "databases")
 PAPER_N_WINDOWS = 7000
-DEFAULT_FOLDS = {"paper": 10, "records": 5}
+DEFAULT_FOLDS = {"paper": 10, "records": 5, "databases": None}  # databases: one fold per database
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
@@ -219,13 +223,52 @@ def split_patients(y, groups, fractions=SPLIT_FRACTIONS, seed=0, n_tries=200):
     return tuple(np.flatnonzero(part_of == s).astype(np.int64) for s in range(len(fractions)))
 
 
-def make_folds(protocol, y, groups, n_folds=None, seed=0):
-    """Folds of ``protocol`` ("paper" or "records") over windows with labels ``y`` and patients ``groups``.
+def database_of(groups):
+    """Database of each window from its patient id ``"<database>/<record>"`` (ndarray of str)."""
+    return np.array([str(g).split("/", 1)[0] for g in groups], dtype=str)
 
-    ``n_folds`` defaults to 10 (paper) or 5 (records). For "paper", ``y`` should already be the
-    balanced subset (:func:`paper_subset`).
+
+def databases_folds(y, groups, seed=0, val_fraction=0.15):
+    """Leave-one-database-out folds, with validation patients held out of each training side.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,), int class indices.
+    groups : ndarray of shape (n,), patient ids ``"<database>/<record>"``.
+    seed : int.
+    val_fraction : part of each training side's windows (whole patients) held out for early stopping.
+
+    Returns
+    -------
+    list of Fold, one per database in sorted order (fold k tests on the k-th database).
+    """
+    y, groups = np.asarray(y), np.asarray(groups)
+    database = database_of(groups)
+    names = sorted(set(database.tolist()))
+    if len(names) < 2:
+        raise EcgEdgeError(f"the databases protocol leaves one database out; this task has only {names}")
+    folds = []
+    for k, name in enumerate(names):
+        test = np.flatnonzero(database == name).astype(np.int64)
+        train = np.flatnonzero(database != name).astype(np.int64)
+        parts = split_patients(y[train], groups[train], (1 - val_fraction, val_fraction), seed + 1000 + k)
+        folds.append(Fold(k, np.sort(train[parts[0]]), np.sort(train[parts[1]]), test))
+    return folds
+
+
+def make_folds(protocol, y, groups, n_folds=None, seed=0):
+    """Folds of ``protocol`` over windows with labels ``y`` and patients ``groups``.
+
+    ``n_folds`` defaults to 10 (paper) or 5 (records); the databases protocol has one fold per
+    database and refuses another ``n_folds``. For "paper", ``y`` should already be the balanced
+    subset (:func:`paper_subset`).
     """
     check_protocol(protocol)
+    if protocol == "databases":
+        folds = databases_folds(y, groups, seed)
+        if n_folds not in (None, len(folds)):
+            raise EcgEdgeError(f"the databases protocol has one fold per database ({len(folds)}), got folds={n_folds}")
+        return folds
     n_folds = n_folds or DEFAULT_FOLDS[protocol]
     if protocol == "paper":
         return paper_folds(y, n_folds, seed)

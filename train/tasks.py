@@ -17,6 +17,15 @@ How each database gives labelled time (``[databases.NAME] labels = ...``):
     ``(ST0-`` opens an episode that the note ``ST0-)`` closes (the European ST-T database marks
     ST episodes this way, per lead). The episode's label is ``episode_prefix`` (``(ST``); time
     outside episodes is not used.
+``"reference"``
+    One label per recording from a CSV file (``reference``, default ``REFERENCE.csv``) in the
+    database folder, mapped to rhythm labels by ``reference_labels`` (CinC 2017: ``N`` ->
+    ``(N``, ``A`` -> ``(AFIB``, ``O`` -> ``(OTHER``, ``~`` -> ``(NOISE``). Recordings count as
+    independent patients, as the Challenge treats them.
+
+With ``labels = "rhythm"``, ``brackets = "(VF"`` lays the episodes between ``[`` and ``]``
+annotations over the rhythm notes (CUDB marks ventricular flutter/fibrillation so). The
+functions that apply all this live in :mod:`ecgedge.device.labels`, shared with the device.
 """
 
 import json
@@ -34,15 +43,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
-LABEL_MODES = ("rhythm", "record", "episode")
+LABEL_MODES = ("rhythm", "record", "episode", "reference")
 LEAD_FALLBACKS = ("first", "none")
 
-# Rhythm labels used by PhysioNet databases (MIT-BIH Arrhythmia, AFDB, VFDB, CUDB, LTAFDB,
-# and the ``(ST`` episode label of this module). A label outside this list is almost always a
-# typo ("(AFIBB") that would silently give an empty class, so it is refused.
+# Rhythm labels used by PhysioNet databases (MIT-BIH Arrhythmia, AFDB, VFDB, CUDB -- whose
+# atrial fibrillation is ``(AF`` --, LTAFDB), the ``(ST`` episode label of this module, and
+# ``(OTHER`` for "any other rhythm" (CinC 2017's ``O``). A label outside this list is almost
+# always a typo ("(AFIBB") that would silently give an empty class, so it is refused.
 KNOWN_LABELS = frozenset(
-    "(AB (AFIB (AFL (ASYS (B (BI (BII (HGEA (IVR (J (N (NOD (NOISE (NSR (P (PM (PREX (SAB "
-    "(SBR (SVTA (T (VER (VF (VFIB (VFL (VT (ST".split()
+    "(AB (AF (AFIB (AFL (ASYS (B (BI (BII (HGEA (IVR (J (N (NOD (NOISE (NSR (OTHER (P (PM (PREX "
+    "(SAB (SBR (SVTA (T (VER (VF (VFIB (VFL (VT (ST".split()
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -66,6 +76,11 @@ class DatabaseSpec:
     records : the records to use; empty means all (the ``RECORDS`` file or every ``*.hea``).
     exclude : records never used (e.g. AFDB records distributed without signal files).
     patients : groups of records that come from one patient; every other record is its own.
+    brackets : with ``labels = "rhythm"``, the label of the episodes between ``[`` and ``]``
+        annotations, laid over the rhythm notes (``"(VF"`` for CUDB); empty: none.
+    reference : the CSV file of recording labels, for ``labels = "reference"``.
+    reference_labels : ``((label in the CSV, rhythm label), ...)``, e.g. ``(("A", "(AFIB"),)``;
+        a recording whose CSV label is not listed gives no windows.
     """
 
     name: str
@@ -79,10 +94,16 @@ class DatabaseSpec:
     records: tuple = ()
     exclude: tuple = ()
     patients: tuple = ()
+    brackets: str = ""
+    reference: str = "REFERENCE.csv"
+    reference_labels: tuple = ()
 
     def __post_init__(self):
         for name in ("use", "leads", "records", "exclude"):
             object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
+        pairs = self.reference_labels
+        pairs = pairs.items() if isinstance(pairs, dict) else pairs
+        object.__setattr__(self, "reference_labels", tuple((str(k), str(v)) for k, v in pairs))
         object.__setattr__(
             self, "patients", tuple(tuple(str(r) for r in group) for group in self.patients)
         )
@@ -167,6 +188,7 @@ class Task:
 def _db_dict(d):
     d = {k: v for k, v in d.items() if k != "name"}
     d["patients"] = [list(g) for g in d["patients"]]
+    d["reference_labels"] = dict(d["reference_labels"])
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -344,6 +366,9 @@ def _databases(table, source):
         _refuse_unknown(settings, allowed, where)
         for key in ("use", "leads", "records", "exclude", "patients"):
             _list(settings.get(key, []), key, where)
+        if not isinstance(settings.get("reference_labels", {}), dict):
+            raise EcgEdgeError(f"{where}: reference_labels must be a table such as {{ A = \"(AFIB\" }}, "
+                               f"got {settings['reference_labels']!r}")
         for group in settings.get("patients", []):
             if len(_list(group, "each patients group", where)) < 2:
                 raise EcgEdgeError(f"{where}: a patients group lists >= 2 records, got {group!r}")
@@ -354,6 +379,13 @@ def _databases(table, source):
                 f"{where}: labels = \"record\" needs a known record_label such as \"(N\", "
                 f"got {spec.record_label!r}"
             )
+        for label in [v for _, v in spec.reference_labels] + ([spec.brackets] if spec.brackets else []):
+            if label not in KNOWN_LABELS:
+                raise EcgEdgeError(f"{where}: unknown rhythm label {label!r}; known labels: "
+                                   f"{' '.join(sorted(KNOWN_LABELS))}")
+        if spec.labels == "reference" and not spec.reference_labels:
+            raise EcgEdgeError(f"{where}: labels = \"reference\" needs reference_labels, e.g. "
+                               "{ N = \"(N\", A = \"(AFIB\" }")
         if spec.labels == "episode" and not (spec.episode_symbol and spec.episode_prefix.startswith("(")):
             raise EcgEdgeError(
                 f"{where}: labels = \"episode\" needs episode_symbol and an episode_prefix "

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.train import protocols, report, runs
+from ecgedge.train import protocols, report, runs, scoring
 from ecgedge.train.augment import AugmentConfig, balanced_class_weights, epoch_batch
 from ecgedge.train.baselines import (
     RR_FEATURE_NAMES, predict_folds, rr_classifier, svm_classifier, window_rr_features,
@@ -42,6 +42,8 @@ PROTOCOL_NOTES = {
              "patient are on both sides of a fold (comparable with the paper, flatters)",
     "records": "StratifiedGroupKFold by patient over all windows: no patient on both sides "
                "of a fold (the honest number)",
+    "databases": "leave one database out: each fold tests on every window of one database and "
+                 "trains on the others (the number for new hardware and populations)",
 }
 SCALING_SAMPLE = 256
 PREDICT_BATCH = 128
@@ -54,7 +56,7 @@ class TrainConfig:
     Attributes
     ----------
     backbone : registry name (:data:`ecgedge.train.models.BACKBONES`).
-    protocol : "paper" or "records".
+    protocol : "paper", "records" or "databases".
     epochs : most epochs per model (early stopping may end sooner).
     fine_tune : 0 (frozen backbone), number of last blocks to train, or "all".
     seed : int; every random choice derives from it.
@@ -511,15 +513,29 @@ def _timing(cnn, deploy):
     }
 
 
-def assemble_metrics(config, data, folds, cnn, baselines, deploy, rhythm=None):
-    """metrics.json: both tables side by side, the deployable model, timing, seed, config, versions."""
+def level_tables(task, data, cnn, rhythm):
+    """Per-database and recording-level scores (:mod:`ecgedge.train.scoring`) of the device's
+    decision (int8 CNN + rhythm head when the folds have them), the rhythm head alone and the CNN alone."""
+    n = len(data.y)
+    models = {"device": scoring.device_out_of_fold(cnn, rhythm, n), "cnn": scoring.out_of_fold(cnn, n)}
+    if rhythm:
+        models["rhythm_head"] = scoring.out_of_fold(rhythm, n)
+    return {name: scoring.level_scores(task, data.windows, proba) for name, proba in models.items()}
+
+
+def assemble_metrics(config, data, folds, cnn, baselines, deploy, rhythm=None, task=None):
+    """metrics.json: the headline (the device, per recording where the task labels recordings),
+    per-database scores, both tables side by side, the deployable model, timing, seed, config."""
     class_names = list(data.class_names)
     tables = _cv_tables(cnn, baselines, class_names)
     if rhythm is not None:
         tables.update(combined_tables(cnn, rhythm, class_names))
     summary = {name: {"accuracy": t["accuracy"], "macro_f1": t["macro_f1"]} for name, t in tables.items()}
     summary["deploy_test"] = {k: deploy["test"]["metrics"][k] for k in ("accuracy", "macro_f1")}
+    levels = level_tables(task, data, cnn, rhythm) if task is not None else {}
     return {
+        **({"headline": scoring.headline(task, config["protocol"], levels["device"])} if levels else {}),
+        "levels": levels,
         "task": config["task_name"],
         "protocol": config["protocol"],
         "protocol_note": PROTOCOL_NOTES[config["protocol"]],
@@ -578,7 +594,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     ----------
     task : Task or a task name / TOML path.
     backbone : registry name, e.g. "mobilenet_v1_0.25_128".
-    protocol : "paper" or "records".
+    protocol : "paper", "records" or "databases".
     out_dir : RUN_DIR (created).
     epochs, fine_tune, seed, weights, n_folds, max_per_class, records, baselines : see TrainConfig.
     data_dir, cache_dir : data root and cache folder (defaults: ECGEDGE_DATA, ECGEDGE_CACHE).
@@ -622,7 +638,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
         if cfg.rhythm_head else None
     base = baseline_folds(run_dir, task, cv_data, cv_images, folds, cfg, scaling, data_dir, progress) \
         if cfg.baselines else {}
-    metrics = assemble_metrics(config, cv_data, folds, cnn, base, deploy, rhythm)
+    metrics = assemble_metrics(config, cv_data, folds, cnn, base, deploy, rhythm, task)
     write_plots(run_dir, metrics, cnn, deploy)
     runs.write_json(run_dir / "metrics.json", metrics)
     return metrics
