@@ -20,7 +20,7 @@ def _human_bytes(n):
 @click.command("pack")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="archive to write (PACK.tar.gz)")
+              help="archive to write (PACK.tar.gz; written to a new temporary file beside it, then renamed)")
 @click.option("--target", type=click.Choice(["linux-aarch64", "linux-x86_64"]), default=None,
               help="device platform (default: this machine's; a Raspberry Pi with 64-bit OS is linux-aarch64)")
 @click.option("--python", "python", default=None, metavar="X.Y",
@@ -28,7 +28,8 @@ def _human_bytes(n):
 @click.option("--offline", is_flag=True,
               help="include pip and every dependency wheel for the target, for a device without internet")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ship this ecgedge wheel instead of building one from the source tree")
+              help="ship this ecgedge wheel (default: built from the source tree of an editable "
+                   "install, or rebuilt from the installed files of an ordinary one)")
 @click.option("--requirements", "requirements_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="top-level device requirements to pin (default: numpy and ai-edge-litert at this machine's versions)")
 @click.option("--json", "as_json", is_flag=True, help="print the pack manifest as JSON")

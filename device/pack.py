@@ -15,8 +15,9 @@ A pack is a ``.tar.gz`` with one top folder, ``ecgedge-pack/``::
 
 ``install.sh`` (see ``packfiles/install.py``) verifies all of it on the device, installs into a
 new release folder, runs ``ecgedge device selftest`` and only then makes the release current.
-Packing runs on the desktop: it builds the wheel with pip and downloads target wheels with
-``pip download --platform ... --only-binary=:all:``. This module imports neither TensorFlow nor
+Packing runs on the desktop: it builds the wheel with pip from the source tree (an editable
+install) or rebuilds it from the installed files and their RECORD (an ordinary ``pip install``),
+and downloads target wheels with ``pip download --platform ... --only-binary=:all:``. This module imports neither TensorFlow nor
 any other heavy package; :func:`run_selftest` is what runs on the device.
 """
 
@@ -90,19 +91,88 @@ def _run_pip(args, what):
 
 
 def source_root():
-    """The ecgedge source tree (the folder with pyproject.toml) this package was installed from."""
+    """The ecgedge source tree (the folder with pyproject.toml) this package runs from, or None.
+
+    None for an ordinary (non-editable) install, whose package folder is in site-packages.
+    """
     import ecgedge
 
     root = Path(ecgedge.__file__).resolve().parent
-    if not (root / "pyproject.toml").is_file():
-        raise EcgEdgeError(
-            f"no pyproject.toml next to {root}: ecgedge is not installed from a source tree; "
-            "pass a built wheel with --wheel FILE")
-    return root
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+# Files of an installed dist-info folder that describe the project (kept in the rebuilt wheel);
+# INSTALLER, REQUESTED, direct_url.json and RECORD describe the install and are left out.
+WHEEL_METADATA = ("METADATA", "entry_points.txt", "top_level.txt")
+
+
+def _record_hash(data):
+    """RECORD's hash field: sha256, urlsafe base64 without padding (PEP 376 / 427)."""
+    import base64
+
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def installed_wheel(out_dir, dist=None):
+    """Rebuild the ecgedge wheel from an ordinary install's files and return its path.
+
+    Takes the files of the installed ``ecgedge`` package and its project metadata as listed in
+    the distribution's RECORD, checks each against RECORD's sha256 (an installed file edited
+    since is refused), leaves out byte code, scripts and install-only metadata, and writes
+    ``ecgedge-VERSION-py3-none-any.whl`` with a new WHEEL and RECORD. Nothing is downloaded:
+    a package index may hold a different project under the same name.
+
+    Parameters
+    ----------
+    out_dir : folder the wheel is written to.
+    dist : importlib.metadata.Distribution (default: the installed ``ecgedge``).
+    """
+    import zipfile
+
+    dist = dist if dist is not None else metadata.distribution("ecgedge")
+    version = dist.version
+    hint = "reinstall ecgedge (pip install --force-reinstall ecgedge) or pass a built wheel with --wheel FILE"
+    if not dist.files:
+        raise EcgEdgeError(f"the installed ecgedge {version} lists no files (no RECORD); {hint}")
+    info = f"ecgedge-{version}.dist-info"
+    members = {}
+    for entry in dist.files:
+        parts = entry.parts
+        keep = (parts[0] == "ecgedge" and "__pycache__" not in parts and entry.suffix != ".pyc") or \
+            (len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in WHEEL_METADATA)
+        if not keep:
+            continue
+        if entry.suffix in (".so", ".pyd"):
+            raise EcgEdgeError(f"the installed ecgedge holds a compiled module {entry}; {hint}")
+        try:
+            data = Path(dist.locate_file(entry)).read_bytes()
+        except OSError as exc:
+            raise EcgEdgeError(f"cannot read the installed file {entry}: {exc.strerror}; {hint}") from None
+        if entry.hash is None or _record_hash(data) != f"{entry.hash.mode}={entry.hash.value}":
+            raise EcgEdgeError(f"the installed file {entry} differs from its sha256 in RECORD "
+                               f"(edited after install?); {hint}")
+        name = entry.as_posix() if parts[0] == "ecgedge" else f"{info}/{parts[1]}"
+        members[name] = data
+    if "ecgedge/__init__.py" not in members or f"{info}/METADATA" not in members:
+        raise EcgEdgeError(f"the installed ecgedge {version} lacks ecgedge/__init__.py or METADATA; {hint}")
+    members[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: ecgedge device pack\n"
+                                b"Root-Is-Purelib: true\nTag: py3-none-any\n")
+    names = sorted(n for n in members if not n.startswith(info)) + sorted(n for n in members if n.startswith(info))
+    record = "".join(f"{n},{_record_hash(members[n])},{len(members[n])}\n" for n in names) + f"{info}/RECORD,,\n"
+    path = Path(out_dir) / f"ecgedge-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as whl:
+        for n in names + [f"{info}/RECORD"]:
+            zinfo = zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0))
+            zinfo.external_attr = 0o644 << 16
+            zinfo.compress_type = zipfile.ZIP_DEFLATED
+            whl.writestr(zinfo, members[n] if n in members else record.encode())
+    return path
 
 
 def build_wheel(out_dir, wheel=None):
-    """Return the path of the ecgedge wheel in ``out_dir``: ``wheel`` copied, or built from source.
+    """Return the path of the ecgedge wheel in ``out_dir``: ``wheel`` copied, built from the
+    source tree (an editable install), or rebuilt from the installed files (an ordinary install,
+    :func:`installed_wheel`).
 
     The source is copied to a temporary folder first so the build writes nothing into the
     working tree (others may be using it); build isolation is off when setuptools is installed,
@@ -116,6 +186,16 @@ def build_wheel(out_dir, wheel=None):
             raise EcgEdgeError(f"--wheel {wheel}: not an ecgedge-VERSION-py3-none-any.whl file")
         return Path(shutil.copy2(wheel, out_dir / wheel.name))
     root = source_root()
+    if root is None:
+        import ecgedge
+
+        dist = metadata.distribution("ecgedge")
+        imported = Path(ecgedge.__file__).resolve()
+        if Path(dist.locate_file("ecgedge/__init__.py")).resolve() != imported:
+            raise EcgEdgeError(
+                f"the ecgedge imported here ({imported.parent}) is not the one whose metadata "
+                f"pip recorded ({dist.locate_file('')}); pass a built wheel with --wheel FILE")
+        return installed_wheel(out_dir, dist)
     with tempfile.TemporaryDirectory(prefix="ecgedge-wheel-") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(root, src, ignore=SOURCE_IGNORE, symlinks=False)
@@ -358,8 +438,9 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
     wheel : a prebuilt ecgedge wheel to ship instead of building one from the source tree.
     requirements_file : top-level device requirements to pin instead of this machine's versions.
 
-    The archive is written to a temporary file next to ``out`` and renamed, so ``out`` is either
-    the previous file or the complete new one.
+    The archive is written to a new temporary file next to ``out`` (exclusive create, never
+    through a symlink) and renamed, so ``out`` is either the previous file or the complete new
+    one.
     """
     target = target or host_platform()
     if target not in TARGETS:
@@ -423,17 +504,37 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
         files["README.txt"] = {"sha256": sha256_bytes(readme), "bytes": len(readme)}
         manifest["files"] = dict(sorted(files.items()))
         (root / "pack.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        partial = out.with_name(f".{out.name}.partial")
-        try:
-            with open(partial, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+        manifest["archive"] = _write_archive(root, out)
+    return manifest
+
+
+def _write_archive(root, out):
+    """Write the tar.gz of ``root`` to ``out`` through a new temporary file beside it.
+
+    The temporary file is created exclusively (mkstemp: O_EXCL, so a file or symlink planted
+    under any name there is never written through) and renamed over ``out``; a rename replaces
+    a symlink at ``out`` itself, not its target. Returns {path, bytes, sha256} of what was
+    written, hashed from the temporary file before the rename.
+    """
+    fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w+b") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
                     tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.add(root, arcname=TOP, filter=_tar_filter)
-            os.replace(partial, out)
-        finally:
-            if partial.exists():
-                partial.unlink()
-    manifest["archive"] = {"path": str(out), "bytes": out.stat().st_size, "sha256": sha256_file(out)}
-    return manifest
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(raw.fileno(), 0o666 & ~umask)  # mkstemp makes 0600; a pack is shared
+            raw.seek(0)
+            digest = hashlib.sha256()
+            for block in iter(lambda: raw.read(1 << 20), b""):
+                digest.update(block)
+            size = raw.tell()
+        os.replace(partial, out)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return {"path": str(out), "bytes": size, "sha256": digest.hexdigest()}
 
 
 def read_pack_manifest(pack):

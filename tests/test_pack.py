@@ -324,3 +324,162 @@ def test_offline_install_x86_64(offline_pack, tmp_path):
     res = install_sh(pack_dir, prefix, "--force")
     assert res.returncode == 2 and "install: error: self-test failed with exit status 1" in res.stderr
     assert current.resolve() == first and [p.resolve() for p in (prefix / "releases").iterdir()] == [first]
+
+
+def test_pack_out_is_not_written_through_links(online_pack, int8_bundle, tmp_path):
+    """Before: the archive went to a fixed ``.NAME.partial`` opened with open("wb"): a symlink
+    planted there had its target overwritten, and the rename made ``out`` that symlink."""
+    path, manifest = online_pack
+    wheel_name = f"ecgedge-{manifest['versions']['ecgedge']}-py3-none-any.whl"
+    with tarfile.open(path, "r:gz") as tar:
+        (tmp_path / wheel_name).write_bytes(tar.extractfile(f"{TOP}/wheels/{wheel_name}").read())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    victims = {name: tmp_path / f"victim-{name}" for name in ("partial", "out")}
+    for victim in victims.values():
+        victim.write_bytes(b"do not touch\n")
+    os.symlink(victims["partial"], shared / ".pack.tar.gz.partial")
+    os.symlink(victims["out"], shared / "pack.tar.gz")
+    res = CliRunner().invoke(cli, ["device", "pack", str(int8_bundle.path), "--out", str(shared / "pack.tar.gz"),
+                                   "--wheel", str(tmp_path / wheel_name), "--json"])
+    assert res.exit_code == 0, res.output
+    assert all(v.read_bytes() == b"do not touch\n" for v in victims.values())
+    out = shared / "pack.tar.gz"
+    assert not out.is_symlink() and read_pack_manifest(out)["pack_id"] == json.loads(res.output)["pack_id"]
+    archive = json.loads(res.output)["archive"]
+    assert archive == {"path": str(out), "bytes": out.stat().st_size, "sha256": sha256(out)}
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert sorted(p.name for p in shared.iterdir()) == [".pack.tar.gz.partial", "pack.tar.gz"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fake_install(site, files, record_extra=()):
+    """An installed distribution as pip leaves it: files under ``site`` and a RECORD with their hashes."""
+    from ecgedge.device.pack import _record_hash
+
+    info = "ecgedge-9.8.7.dist-info"
+    files = {**files, f"{info}/METADATA": b"Metadata-Version: 2.1\nName: ecgedge\nVersion: 9.8.7\n",
+             f"{info}/INSTALLER": b"pip\n", f"{info}/direct_url.json": b'{"url": "file:///src"}',
+             f"{info}/entry_points.txt": b"[console_scripts]\necgedge = ecgedge.cli:main\n",
+             f"{info}/top_level.txt": b"ecgedge\n", f"{info}/WHEEL": b"Wheel-Version: 1.0\nTag: py3-none-any\n"}
+    lines = []
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        lines.append(f"{rel},{_record_hash(data)},{len(data)}")
+    lines += [*record_extra, f"{info}/RECORD,,"]
+    (site / info / "RECORD").write_text("\n".join(lines) + "\n")
+    return site / info
+
+
+def test_installed_wheel_rebuilds_the_package_from_its_record(tmp_path):
+    import zipfile
+    from importlib import metadata
+
+    from ecgedge.device.pack import installed_wheel
+
+    site = tmp_path / "site"
+    package = {"ecgedge/__init__.py": b"", "ecgedge/cli.py": b"def main():\n    return 0\n",
+               "ecgedge/device/runtime.py": b"X = 1\n", "ecgedge/device/packfiles/install.sh": b"#!/bin/sh\n",
+               "ecgedge/__pycache__/cli.cpython-311.pyc": b"\x00bytecode",
+               "other_project/__init__.py": b"# not ours\n"}
+    info = _fake_install(site, package, record_extra=["../../../bin/ecgedge,sha256=abc,10"])
+    (tmp_path / "out").mkdir()
+    wheel = installed_wheel(tmp_path / "out", metadata.Distribution.at(info))
+    assert wheel.name == "ecgedge-9.8.7-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        blobs = {n: whl.read(n) for n in names}
+    meta = "ecgedge-9.8.7.dist-info"
+    assert names == ["ecgedge/__init__.py", "ecgedge/cli.py", "ecgedge/device/packfiles/install.sh",
+                     "ecgedge/device/runtime.py", f"{meta}/METADATA", f"{meta}/WHEEL",
+                     f"{meta}/entry_points.txt", f"{meta}/top_level.txt", f"{meta}/RECORD"]
+    for rel in ("ecgedge/cli.py", "ecgedge/device/runtime.py"):
+        assert blobs[rel] == package[rel]
+    assert b"Tag: py3-none-any\n" in blobs[f"{meta}/WHEEL"] and b"Root-Is-Purelib: true\n" in blobs[f"{meta}/WHEEL"]
+    record = blobs[f"{meta}/RECORD"].decode().splitlines()
+    assert record[-1] == f"{meta}/RECORD,,"
+    import base64
+    for line in record[:-1]:
+        name, digest, size = line.split(",")
+        data = blobs[name]
+        assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert int(size) == len(data)
+    assert sorted(line.split(",")[0] for line in record) == sorted(names)
+    # The same install gives the same bytes; an installed file edited since is refused.
+    (tmp_path / "out2").mkdir()
+    again = installed_wheel(tmp_path / "out2", metadata.Distribution.at(info))
+    assert again.read_bytes() == wheel.read_bytes()
+    (site / "ecgedge" / "device" / "runtime.py").write_bytes(b"X = 2\n")
+    with pytest.raises(EcgEdgeError, match="installed file ecgedge/device/runtime.py differs from its sha256 in RECORD"):
+        installed_wheel(tmp_path / "out", metadata.Distribution.at(info))
+    (info / "RECORD").unlink()
+    with pytest.raises(EcgEdgeError, match="lists no files"):
+        installed_wheel(tmp_path / "out", metadata.Distribution.at(info))
+
+
+def test_pack_from_a_non_editable_install(int8_bundle, tmp_path):
+    """``pip install ecgedge`` (not editable) into a fresh virtualenv, then ``ecgedge device pack``.
+
+    About 2 s here (no download: the project is built without isolation, the dependencies come
+    from this environment), so it is part of the default suite.
+
+    Before: "ecgedge is not installed from a source tree; pass a built wheel with --wheel FILE".
+    The virtualenv sees this one's dependencies through a .pth line (no network), not its
+    editable ecgedge; the project is built from a copy of the tree (nothing written into it).
+    """
+    from ecgedge.device.pack import SOURCE_IGNORE, source_root
+
+    if HOST not in ("linux-x86_64", "linux-aarch64"):
+        pytest.skip(f"packs target Linux x86_64 or aarch64, this is {HOST}")
+    src = tmp_path / "src"
+    shutil.copytree(source_root(), src, ignore=SOURCE_IGNORE)
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    deps = sysconfig.get_paths()["purelib"]
+    (site / "zz_host_dependencies.pth").write_text(deps + "\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    # --ignore-installed: pip must not look at (or try to remove) the editable ecgedge it sees
+    # through the .pth line.
+    res = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--ignore-installed", "--disable-pip-version-check", str(src)],
+                         capture_output=True, text=True, env=clean, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    where = subprocess.run([str(python), "-c", "import ecgedge; print(ecgedge.__file__)"],
+                           capture_output=True, text=True, env=clean, check=True).stdout.strip()
+    assert Path(where) == site / "ecgedge" / "__init__.py"  # the ordinary install, not the tree
+    out = tmp_path / "pack.tar.gz"
+    res = subprocess.run([str(env_dir / "bin" / "ecgedge"), "device", "pack", str(int8_bundle.path),
+                          "--out", str(out), "--json"], capture_output=True, text=True, env=clean, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    manifest = read_pack_manifest(out)
+    wheel = f"wheels/ecgedge-{manifest['versions']['ecgedge']}-py3-none-any.whl"
+    assert wheel in manifest["files"]
+    import io
+    import zipfile
+    with tarfile.open(out, "r:gz") as tar:
+        blob = tar.extractfile(f"{TOP}/{wheel}").read()
+    with zipfile.ZipFile(io.BytesIO(blob)) as whl:
+        files = set(whl.namelist())
+        assert whl.read("ecgedge/device/packfiles/install.py") == (src / "device/packfiles/install.py").read_bytes()
+        assert whl.read("ecgedge/device/runtime.py") == (src / "device/runtime.py").read_bytes()
+    assert not any(n.endswith(".pyc") or "__pycache__" in n for n in files)
+    # The rebuilt wheel installs and runs (pip checks its RECORD and WHEEL).
+    target = tmp_path / "target"
+    whl_path = tmp_path / Path(wheel).name
+    whl_path.write_bytes(blob)
+    res = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                          "--disable-pip-version-check", "--target", str(target), str(whl_path)],
+                         capture_output=True, text=True, env=clean, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    probe = subprocess.run([str(python), "-c", "import ecgedge.device.pack as p; print(p.__file__)"],
+                           capture_output=True, text=True, env=dict(clean, PYTHONPATH=str(target)), check=True)
+    assert Path(probe.stdout.strip()).is_relative_to(target)
