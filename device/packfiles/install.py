@@ -619,8 +619,11 @@ def parse_args(argv):
     unit.add_argument("--source", help="serial device or FIFO giving samples as text lines")
     unit.add_argument("--fs", type=float, default=250.0, help="sampling rate of --source in Hz (default 250)")
     unit.add_argument("--baud", type=int, help="set this baud rate (stty) on a serial --source")
-    unit.add_argument("--run-args", default="", help="extra options for `ecgedge device run`")
-    unit.add_argument("--user", default="root", help="user the service runs as (default root)")
+    unit.add_argument("--run-args", default="",
+                      help="extra options for `ecgedge device run`, split as a shell would (quotes "
+                           "kept by systemd's rules; no control characters)")
+    unit.add_argument("--user", default="root",
+                      help="user the service runs as: a user name or numeric uid (default root)")
     unit.add_argument("--log-dir", default="/var/log/ecgedge", help="JSON-lines log folder")
     unit.add_argument("--log-size", default="10M", help="rotate the log at this size (default 10M)")
     unit.add_argument("--log-keep", type=int, default=7, help="rotated logs to keep (default 7)")
