@@ -16,8 +16,14 @@ def device():
     """The on-device runtime: classify ECG from records, files or a live stream."""
 
 
+def _remember_trust(ctx, param, value):
+    """Keep --trust for :func:`load_classifier`, so the commands need no parameter for it."""
+    if value:
+        ctx.meta["ecgedge.trust"] = value
+
+
 def classifier_options(fn):
-    """Add --bundle, --edgetpu/--no-edgetpu, --cpu-fallback, --threads and --rhythm-head/--no-rhythm-head."""
+    """Add --bundle, --edgetpu/--no-edgetpu, --cpu-fallback, --threads, --rhythm-head/--no-rhythm-head, --trust."""
     options = [
         click.option("--bundle", "bundle", required=True, type=click.Path(),
                      help="Bundle folder (model.tflite + model.json) made by 'ecgedge convert'."),
@@ -29,17 +35,30 @@ def classifier_options(fn):
         click.option("--rhythm-head/--no-rhythm-head", default=True, show_default=True,
                      help="Combine the model with the bundle's rhythm head, when it has one. Without it a "
                           "window costs about 0.6-0.9 ms less DSP, at the accuracy of the model alone."),
+        click.option("--trust", multiple=True, type=click.Path(), expose_value=False, callback=_remember_trust,
+                     help="Ed25519 public key (a .pub file, or a folder of them) one of which must have signed "
+                          "the bundle; repeatable. Default: $ECGEDGE_TRUSTED_KEYS; with neither, no signature "
+                          "is needed."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def load_classifier(bundle, edgetpu=None, cpu_fallback=False, threads=None, rhythm_head=True):
-    """A runtime.Classifier for the options of :func:`classifier_options`."""
+def load_classifier(bundle, edgetpu=None, cpu_fallback=False, threads=None, rhythm_head=True, trust=None):
+    """A runtime.Classifier for the options of :func:`classifier_options`.
+
+    ``trust``: public key paths the bundle's signature must match; None takes the command's
+    --trust, else ``$ECGEDGE_TRUSTED_KEYS`` (``ecgedge.device.bundle.load_bundle``).
+    """
+    from ecgedge.device.bundle import load_bundle
     from ecgedge.device.runtime import Classifier
 
-    return Classifier(bundle, edgetpu=edgetpu, cpu_fallback=cpu_fallback, num_threads=threads, rhythm_head=rhythm_head)
+    if trust is None:
+        context = click.get_current_context(silent=True)
+        trust = context.meta.get("ecgedge.trust") if context is not None else None
+    return Classifier(load_bundle(bundle, trusted_keys=trust), edgetpu=edgetpu, cpu_fallback=cpu_fallback,
+                      num_threads=threads, rhythm_head=rhythm_head)
 
 
 def _emit(obj):
@@ -191,6 +210,7 @@ def bench(bundle, edgetpu, cpu_fallback, threads, rhythm_head, as_json, n, fs, s
 
 
 from ecgedge.device.cli_pack import COMMANDS as PACK_COMMANDS  # noqa: E402 (pack, push, selftest)
+from ecgedge.device.cli_sign import COMMANDS as SIGN_COMMANDS  # noqa: E402 (keygen, sign)
 
-for _command in PACK_COMMANDS:
+for _command in PACK_COMMANDS + SIGN_COMMANDS:
     device.add_command(_command)

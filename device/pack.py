@@ -466,8 +466,8 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
         (root / "requirements.txt").write_text(
             f"# Device requirements of ecgedge {ecgedge_version} for {target} / Python {python}"
             f"{' (the wheels in wheels/)' if offline else ''}.\n" + FALLBACK_NOTE + "\n".join(pins) + "\n")
-        keep = {bundle.manifest["model_file"], "model.json"} | \
-            ({bundle.rhythm_head_path.name} if bundle.rhythm_head_path else set())
+        keep = {bundle.manifest["model_file"], "model.json", "model.sig"} | \
+            ({bundle.rhythm_head_path.name} if bundle.rhythm_head_path else set())  # model.sig: when signed
         shutil.copytree(bundle.path, root / "bundle", ignore=lambda d, names: [n for n in names if n not in keep])
         labels, _ = record_selftest(bundle, root / "selftest.npz", n_windows=selftest_windows)
         (root / "systemd").mkdir()

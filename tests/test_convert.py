@@ -52,7 +52,7 @@ def test_balanced_indices_refuses_empty_requests():
 def test_int8_bundle_manifest_has_every_key_and_the_model_io(tiny_bundles, tiny_run):
     m = tiny_bundles["int8"].manifest
     task = tiny_run.task
-    assert m["format"] == "ecgedge-bundle" and m["format_version"] == 2
+    assert m["format"] == "ecgedge-bundle" and m["format_version"] == 3 and tiny_bundles["int8"].verified_digest
     assert m["task"] == "synthetic4" and m["classes"] == task.class_names
     assert m["label_map"] == task.label_map and m["lead"] == ["MLII"]
     assert m["spectrogram"] == task.spectrogram.to_dict()

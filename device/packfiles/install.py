@@ -154,18 +154,56 @@ def check_files(pack_dir, manifest):
                     "did not ship (remove it or unpack the archive into an empty folder)".format(rel))
 
 
+BUNDLE_DIGEST_KEY = "bundle_digest"
+MAX_BUNDLE_MANIFEST_BYTES = 1 << 20
+
+
+def bundle_digest(model, file_sha256):
+    """The bundle digest, as ``ecgedge.device.bundle.bundle_digest`` computes it (a test holds the
+    two equal): sha256 of the canonical JSON of {"files": {name: sha256}, "manifest": model.json
+    without its bundle_digest}."""
+    body = {k: v for k, v in model.items() if k != BUNDLE_DIGEST_KEY}
+    text = json.dumps({"files": file_sha256, "manifest": body}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def check_bundle(pack_dir):
-    """The model must match the sha256 and size written in its own bundle manifest."""
+    """Every file of the bundle must match its manifest, and the manifest its bundle digest.
+
+    The model (and the rhythm head, when there is one) must have the sha256 and size written in
+    ``bundle/model.json``; a bundle of format version 3 or later must carry a bundle digest equal
+    to :func:`bundle_digest`, so an edited manifest (class order, scales, spectrogram) is refused
+    here as the device's ``load_bundle`` refuses it. Signatures are checked by the self-test's
+    ``load_bundle`` when the device trusts keys (they need the ``cryptography`` package).
+    """
     bundle = os.path.join(pack_dir, "bundle")
     try:
-        with open(os.path.join(bundle, "model.json"), encoding="utf-8") as f:
-            model = json.load(f)
-        model_path = os.path.join(bundle, model["model_file"])
-        if os.path.getsize(model_path) != model["bytes"] or sha256_file(model_path) != model["sha256"]:
-            raise InstallError(
-                "bundle/{} does not match the sha256 in bundle/model.json: refusing a "
-                "tampered model".format(model["model_file"]))
-    except (OSError, ValueError, KeyError) as exc:
+        with open(os.path.join(bundle, "model.json"), "rb") as f:
+            raw = f.read(MAX_BUNDLE_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_BUNDLE_MANIFEST_BYTES:
+            raise ValueError("model.json is larger than {} bytes".format(MAX_BUNDLE_MANIFEST_BYTES))
+        model = json.loads(raw.decode("utf-8"))
+        files = {model["model_file"]: model}
+        if model.get("rhythm_head") is not None:
+            files[model["rhythm_head"]["file"]] = model["rhythm_head"]
+        file_sha256 = {}
+        for name, entry in files.items():
+            if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+                raise ValueError("bundle/model.json names the file {!r} outside the bundle".format(name))
+            path = os.path.join(bundle, name)
+            file_sha256[name] = sha256_file(path)
+            if os.path.getsize(path) != entry["bytes"] or file_sha256[name] != entry["sha256"]:
+                raise InstallError(
+                    "bundle/{} does not match the sha256 in bundle/model.json: refusing a "
+                    "tampered model".format(name))
+        version = model.get("format_version")
+        if isinstance(version, int) and version >= 3 or BUNDLE_DIGEST_KEY in model:
+            if bundle_digest(model, file_sha256) != model[BUNDLE_DIGEST_KEY]["sha256"]:
+                raise InstallError(
+                    "bundle/model.json does not match its bundle digest: the bundle was edited "
+                    "after it was built; refusing it")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise InstallError("cannot check the bundle in {}: {}".format(bundle, exc))
     return model
 
