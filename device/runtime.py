@@ -7,11 +7,13 @@ input/output quantization. A bundle with a rhythm head also has the window's rhy
 a stream of any length with a preallocated ring buffer; :class:`EpisodeTracker` merges
 consecutive windows into rhythm episodes and sums the time per class (e.g. AF burden).
 
-Windows that can not be classified (non-finite samples, a flat line, clipping, too short) get
-``label=None`` and a ``reason``; they never raise, so a stream goes on.
+Windows that can not be classified (non-finite samples, a flat line, clipping, too short, or
+not ECG at all: :mod:`ecgedge.device.quality`) get ``label=None`` and a ``reason``; they never
+raise, so a stream goes on.
 """
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ from ecgedge.device.bundle import load_bundle
 from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.quality import not_ecg
 from ecgedge.device.quant import dequantize, quantize
 from ecgedge.device.rhythm import combine, feature_columns, window_rhythm_features
 from ecgedge.device.trees import load_trees
@@ -30,6 +33,10 @@ from ecgedge.device.trees import load_trees
 FLAT_RUN_FRACTION = 0.5  # a constant stretch longer than this part of the window: lead off
 CLIP_RUN = 3  # consecutive samples at the extreme value that count as a clipped plateau
 CLIP_FRACTION = 0.02  # more than this part of the window on clipped plateaus: clipping
+# Peak to peak of a window in any units (V, mV, uV, ADC counts are all well inside): beyond it
+# float64 squares overflow or underflow and the spectrogram is NaN or meaningless.
+AMPLITUDE_SPAN = (1e-100, 1e100)
+MAX_EPISODES = 100_000  # episodes an EpisodeTracker lists (the latest); times stay exact beyond
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ def window_problem(window, expected_length):
     Returns
     -------
     str or None -- one of "too short: ...", "non-finite samples: ...", "flat line (lead
-    off?): ...", "clipping: ...".
+    off?): ...", "amplitude out of range: ...", "clipping: ...".
     """
     n = len(window)
     if n < expected_length:
@@ -99,12 +106,27 @@ def window_problem(window, expected_length):
         longest_flat = _runs(flat).max(initial=0) + 1
         if longest_flat > FLAT_RUN_FRACTION * n:
             return f"flat line (lead off?): {longest_flat} of {n} samples constant"
-    extremes = (window == window.max(), window == window.min())
+    high, low = window.max(), window.min()
+    # Squares of a wider (or narrower) swing overflow (or vanish) in float64, and the
+    # standardised window, its spectrogram and the model's answer with them.
+    span = float(high) - float(low)
+    if not AMPLITUDE_SPAN[0] <= span <= AMPLITUDE_SPAN[1]:
+        return (f"amplitude out of range: peak to peak {span:.3g}, outside {AMPLITUDE_SPAN[0]:g}.."
+                f"{AMPLITUDE_SPAN[1]:g} of the input's units")
+    extremes = (window == high, window == low)
     if sum(np.count_nonzero(e) for e in extremes) > CLIP_FRACTION * n:
         clipped = sum(int(runs[runs >= CLIP_RUN].sum()) for runs in map(_runs, extremes))
         if clipped > CLIP_FRACTION * n:
             return f"clipping: {clipped} of {n} samples on plateaus at the signal's extremes"
     return None
+
+
+def non_finite(what, values):
+    """``"non-finite <what>: k of n values"`` when ``values`` hold NaN or inf, else None (cheap)."""
+    values = np.asarray(values)
+    if np.isfinite(values).all():
+        return None
+    return f"non-finite {what}: {values.size - int(np.isfinite(values).sum())} of {values.size} values"
 
 
 def _check_tensor(detail, expected_shape, manifest_part, what, model_path):
@@ -243,10 +265,18 @@ class Classifier:
         expected = self.window_samples(fs)
         t_end = t_start + len(window) / fs
         problem = window_problem(window, expected)
+        if problem is None:  # then refuse what is not ECG at all (noise, mains hum, test signals)
+            problem = not_ecg(window, fs)
         if problem is not None:
             return WindowResult(t_start, t_end, None, None, (time.perf_counter() - began) * 1e3, problem)
         image, features = self.preprocess(window, fs)
-        probs = self.with_rhythm(self.classify_image(image), features)
+        # A NaN image still quantizes to some int8 input and a confident label: never classify it.
+        problem = non_finite("spectrogram", image)
+        if problem is None:
+            probs = self.with_rhythm(self.classify_image(image), features)
+            problem = non_finite("probabilities", probs)
+        if problem is not None:
+            return WindowResult(t_start, t_end, None, None, (time.perf_counter() - began) * 1e3, problem)
         label = self.classes[int(np.argmax(probs))]
         return WindowResult(t_start, t_end, label, probs, (time.perf_counter() - began) * 1e3)
 
@@ -347,17 +377,24 @@ class EpisodeTracker:
 
     Each window stands for the ``min(hop, window)`` seconds centred in it, so overlapping
     windows tile time without double counting; an episode spans the time of its windows.
+    Memory is bounded: the times per class are summed as episodes close, and only the latest
+    ``max_episodes`` episodes are listed (0 lists none: what a stream without a summary needs).
 
     Parameters
     ----------
     classes : list of str.
     window_s, hop_s : float, seconds.
+    max_episodes : int >= 0, episodes kept for :meth:`summary` (the latest; MAX_EPISODES).
     """
 
-    def __init__(self, classes, window_s, hop_s):
+    def __init__(self, classes, window_s, hop_s, max_episodes=MAX_EPISODES):
         self.classes = list(classes)
         self.share = min(hop_s, window_s)
-        self.episodes = []
+        self.max_episodes = int(max_episodes)
+        self._closed = deque(maxlen=max(self.max_episodes - 1, 0))  # the latest closed episodes
+        self._current = None  # the open episode
+        self._closed_time = {c: 0.0 for c in [*self.classes, "unclassified"]}
+        self.n_episodes = 0  # episodes so far, listed or not
 
     def add(self, result):
         """Account one WindowResult (results must come in time order)."""
@@ -365,28 +402,48 @@ class EpisodeTracker:
             return
         centre = (result.t_start + result.t_end) / 2
         start, end = centre - self.share / 2, centre + self.share / 2
-        last = self.episodes[-1] if self.episodes else None
+        last = self._current
         if last is not None and last.label == result.label and start <= last.t_end + 1e-9:
             last.t_end, last.n_windows = end, last.n_windows + 1
-        else:
-            self.episodes.append(Episode(result.label, start, end, 1))
+            return
+        if last is not None:
+            self._closed_time[_time_key(last.label)] += last.t_end - last.t_start
+            if self._closed.maxlen:
+                self._closed.append(last)
+        self._current = Episode(result.label, start, end, 1)
+        self.n_episodes += 1
+
+    @property
+    def episodes(self):
+        """The listed episodes, oldest first: list of Episode (at most ``max_episodes``)."""
+        if self.max_episodes == 0 or self._current is None:
+            return []
+        return [*self._closed, self._current]
 
     def summary(self):
         """Episodes, seconds per class and each class's share of classified time (burden).
 
         Returns
         -------
-        dict with ``episodes`` (list of dicts), ``time_s`` {class or "unclassified": s},
-        ``burden`` {class: fraction of classified time, 0..1}.
+        dict with ``episodes`` (list of dicts, the latest ``max_episodes``), ``time_s`` {class or
+        "unclassified": s}, ``burden`` {class: fraction of classified time, 0..1}, and
+        ``episodes_dropped`` (episodes not listed) when some were left out.
         """
-        time_s = {c: 0.0 for c in self.classes}
-        time_s["unclassified"] = 0.0
-        for ep in self.episodes:
-            time_s[ep.label if ep.label is not None else "unclassified"] += ep.t_end - ep.t_start
+        time_s = dict(self._closed_time)
+        if self._current is not None:
+            time_s[_time_key(self._current.label)] += self._current.t_end - self._current.t_start
         classified = sum(time_s[c] for c in self.classes)
         burden = {c: (time_s[c] / classified if classified else 0.0) for c in self.classes}
-        return {
-            "episodes": [ep.to_json() for ep in self.episodes],
+        episodes = self.episodes
+        out = {
+            "episodes": [ep.to_json() for ep in episodes],
             "time_s": {k: round(v, 6) for k, v in time_s.items()},
             "burden": {k: round(v, 6) for k, v in burden.items()},
         }
+        if self.n_episodes > len(episodes):
+            out["episodes_dropped"] = self.n_episodes - len(episodes)
+        return out
+
+
+def _time_key(label):
+    return label if label is not None else "unclassified"

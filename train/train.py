@@ -418,12 +418,20 @@ def imagenet_features(data, images, cfg, scaling, progress):
 
 
 def rr_features_of(task, data, data_dir):
-    """RR-interval features (:func:`window_rr_features`) of every window from its record's beats."""
+    """RR-interval features (:func:`window_rr_features`) of every window from its record's beats.
+
+    Records without beat annotations (CinC 2017 labels recordings and annotates no beats) keep
+    NaN rows: the peer can only be as good as its reference beats allow there.
+    """
+    from pathlib import Path
+
     from ecgedge.train.data import read_beats, read_header, task_records
 
     records = sorted(set(data.record.tolist()))
     features = np.full((len(data.y), len(RR_FEATURE_NAMES)), np.nan)
     for db, db_dir, rec in task_records(task, data_dir, records):
+        if not (Path(db_dir) / f"{rec}.{db.annotator}").is_file():
+            continue
         rows = np.flatnonzero(data.record == f"{db.name}/{rec}")
         samples, symbols = read_beats(db_dir, rec, db.annotator)
         beat_s = samples / float(read_header(db_dir, rec).fs)

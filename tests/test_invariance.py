@@ -1,0 +1,55 @@
+"""The label does not depend on DC offset, gain or units: the same real records, shifted and
+scaled as other recorders would send them, get the same labels (ecgedge.device.dsp centres
+before resampling; every feature reads a standardised or scale-free signal)."""
+
+import numpy as np
+import pytest
+
+from ecgedge.device.wfdb_reader import choose_signal, read_digital, read_header, to_physical
+
+RECORDS = [("mitdb", "203"), ("mitdb", "107"), ("cinc2017", "A00004"), ("vfdb", "424")]
+
+
+def windows_of(physionet_dir, db, record, window_s, n=24):
+    """Up to ``n`` raw windows of a real record, in physical units and in raw ADC counts."""
+    path = physionet_dir / db / record
+    header = read_header(path)
+    channel = choose_signal(header, ["MLII", "ECG"], "first")
+    digital = read_digital(path, header)
+    physical = np.nan_to_num(to_physical(digital, header)[:, channel])
+    counts = digital[:, channel].astype(np.float64)
+    length = int(round(window_s * header.fs))
+    starts = np.linspace(0, len(physical) - length, n).astype(int)
+    return header.fs, np.stack([physical[s:s + length] for s in starts]), np.stack([counts[s:s + length] for s in starts])
+
+
+@pytest.mark.parametrize("db,record", RECORDS)
+def test_same_labels_in_any_units_and_offset(rhythm_bundle, physionet_dir, db, record):
+    from ecgedge.device.runtime import Classifier
+
+    clf = Classifier(rhythm_bundle)
+    fs, mv, counts = windows_of(physionet_dir, db, record, clf.window_s)
+    reference = clf.classify_windows(mv, fs)
+    labels = [r.label for r in reference]
+    variants = {"+20 mV": mv + 20.0, "+1000 mV": mv + 1000.0, "microvolts": mv * 1000.0,
+                "ADC counts": counts, "inverted gain x0.01 - 5": mv * 0.01 - 5.0}
+    for name, x in variants.items():
+        results = clf.classify_windows(x, fs)
+        assert [r.label for r in results] == labels, name
+        for a, b in zip(results, reference):
+            if a.probs is not None:
+                np.testing.assert_allclose(a.probs, b.probs, atol=2e-3, err_msg=name)
+
+
+def test_features_and_image_are_offset_and_gain_free(physionet_dir):
+    from ecgedge.device.dsp import window_image
+    from ecgedge.device.rhythm import window_rhythm_features
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("multidb-rhythm5").spectrogram
+    fs, mv, _ = windows_of(physionet_dir, "cinc2017", "A00004", cfg.window_s, n=3)
+    for x in mv:
+        ref_image, ref_features = window_image(x, fs, cfg), window_rhythm_features(x, fs, cfg)
+        for y in (x + 1000.0, 200.0 * x - 1024.0):
+            np.testing.assert_allclose(window_image(y, fs, cfg), ref_image, atol=1e-4)
+            np.testing.assert_allclose(window_rhythm_features(y, fs, cfg), ref_features, rtol=1e-6, atol=1e-9)
