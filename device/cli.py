@@ -61,8 +61,53 @@ def load_classifier(bundle, edgetpu=None, cpu_fallback=False, threads=None, rhyt
                       num_threads=threads, rhythm_head=rhythm_head)
 
 
+MAX_HOP_S = 86400.0  # seconds; --hop beyond a day is a typo, and hop x fs must stay a sane integer
+
+
+def _stdout_failed(exc):
+    """The error for a failed write to standard output (a full disk, a closed pipe).
+
+    Standard output is pointed at /dev/null first, so the interpreter's own flush at exit does
+    not fail a second time with a traceback of its own.
+    """
+    import os
+    import sys
+
+    from ecgedge.device.errors import EcgEdgeError
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test runner's buffer)
+        pass
+    return EcgEdgeError(f"can not write the results to standard output: {exc.strerror or exc}")
+
+
 def _emit(obj):
-    click.echo(json.dumps(obj))
+    try:
+        click.echo(json.dumps(obj))
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
+
+
+def _with_input_problems(result, chunks, fs, length):
+    """``result`` with the unreadable lines of a text stream that its window covers as the reason.
+
+    ``chunks`` is what :func:`_sample_chunks` returned; only a text stream (``TextStream``)
+    reports unreadable lines, each of which stands in the window as one NaN sample.
+    """
+    import dataclasses
+
+    if not hasattr(chunks, "problems_in"):
+        return result
+    start = int(round(result.t_start * fs))
+    problems = chunks.problems_in(start, start + length)
+    if not problems or result.label is not None:
+        return result
+    more = f" and {len(problems) - 1} more unreadable lines" if len(problems) > 1 else ""
+    return dataclasses.replace(result, reason=f"unreadable input: line {problems[0].line} "
+                                              f"{problems[0].excerpt}{more} ({result.reason})")
 
 
 def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
@@ -106,14 +151,16 @@ def run(bundle, edgetpu, cpu_fallback, threads, rhythm_head, input_path, fs, lea
 
     classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads, rhythm_head)
     hop = classifier.hop_s if hop_s is None else hop_s
-    if not hop > 0:
-        raise EcgEdgeError(f"--hop must be > 0 seconds, got {hop}")
+    if not 0 < hop <= MAX_HOP_S:  # also refuses NaN
+        raise EcgEdgeError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {hop}")
     fs, chunks = _sample_chunks(classifier, input_path, fs, lead, fmt,
                                 lambda rate: max(int(round(hop * rate)), 1))
     stream = StreamingClassifier(classifier, fs, hop)
-    tracker = EpisodeTracker(classifier.classes, classifier.window_s, hop)
+    # Without --summary no episode is listed: a month-long stream keeps only the sums.
+    tracker = EpisodeTracker(classifier.classes, classifier.window_s, hop, **({} if summary else {"max_episodes": 0}))
     for chunk in chunks:
         for result in stream.push(chunk):
+            result = _with_input_problems(result, chunks, fs, stream.length)
             _emit(result.to_json(classifier.classes))
             tracker.add(result)
     for result in stream.finish():
@@ -168,22 +215,101 @@ def eval_(bundle, edgetpu, cpu_fallback, threads, rhythm_head, data_dir, records
     from ecgedge.device.evaluate import evaluate
 
     classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads, rhythm_head)
-    out = open(predictions, "w") if predictions else None
-    try:
+    with _Predictions(predictions) as out:
         on_window = None
-        if out is not None:
+        if predictions:
             def on_window(record, result, annotation):
                 row = {"record": record, "annotation": annotation, **result.to_json(classifier.classes)}
                 row.pop("latency_ms")
                 out.write(json.dumps(row) + "\n")
         report = evaluate(classifier, data_dir, _split_records(records), on_window)
-    finally:
-        if out is not None:
-            out.close()
-    if as_json:
-        _emit(report)
-    else:
-        _print_eval(report)
+    try:
+        _emit(report) if as_json else _print_eval(report)
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
+
+
+class _Predictions:
+    """``--predictions F``, written whole or not at all.
+
+    Lines go to a new temporary file in F's folder (exclusive create, never through a link)
+    that replaces F only when the evaluation ends well; an error or SIGTERM removes it and
+    leaves F as it was. A device or pipe (``/dev/stdout``, a FIFO) is written directly.
+    With no path, a context that writes nothing.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path) if path else None
+        self.file = self.temporary = self._previous_sigterm = None
+
+    def _error(self, exc):
+        from ecgedge.device.errors import EcgEdgeError
+
+        return EcgEdgeError(f"can not write the predictions {self.path}: {exc.strerror or exc}")
+
+    def __enter__(self):
+        import os
+        import signal
+        import stat
+        import tempfile
+        import threading
+
+        if self.path is None:
+            return self
+        try:
+            if self.path.exists() and not stat.S_ISREG(self.path.stat().st_mode):
+                self.file = open(self.path, "w")
+            else:
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+                self.temporary = name
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)
+                self.file = os.fdopen(fd, "w")
+        except OSError as exc:
+            self.__exit__(type(exc), exc, None)  # removes the temporary, never renames it
+            raise self._error(exc) from None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._terminated)
+        return self
+
+    def _terminated(self, signum, frame):
+        from ecgedge.device.errors import EcgEdgeError
+
+        raise EcgEdgeError(f"terminated (SIGTERM) before the end; {self.path} was left as it was")
+
+    def write(self, text):
+        try:
+            self.file.write(text)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def __exit__(self, exc_type, exc, tb):
+        import contextlib
+        import os
+        import signal
+
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        try:
+            if self.file is not None and exc_type is None:
+                self.file.close()
+                if self.temporary is not None:
+                    os.replace(self.temporary, self.path)
+                    self.temporary = None
+        except OSError as err:
+            raise self._error(err) from None
+        finally:
+            if self.file is not None and not self.file.closed:
+                with contextlib.suppress(OSError):
+                    self.file.close()
+            if self.temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.temporary)
+        return False
 
 
 @device.command()

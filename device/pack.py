@@ -345,6 +345,70 @@ def probability_tolerance(bundle):
     return max(16.0 * scale, 1e-3)
 
 
+SELFTEST_MAX_MEMBER_BYTES = 64 << 20  # the pack's windows take well under 1 MB
+
+
+def read_selftest(path, n_classes):
+    """The arrays of a ``selftest.npz``, checked before any is used.
+
+    Returns a dict: ``x`` (n, samples) float64 windows, ``fs`` float Hz, ``labels`` (n,) str,
+    ``probs`` (n, n_classes) float64, ``classes`` (k,) str, ``bundle_sha256`` str. Raises
+    EcgEdgeError naming the file and the array for anything else: not a zip of ``.npy`` files,
+    a member over SELFTEST_MAX_MEMBER_BYTES uncompressed (a zip bomb), object arrays, a missing
+    array, or one of the wrong kind or shape.
+    """
+    import zipfile
+
+    names = ("x", "fs", "labels", "probs", "classes", "bundle_sha256")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not hasattr(npz, "files"):
+            raise ValueError("it holds a single array, not an .npz archive")
+        with npz:
+            big = [i.filename for i in npz.zip.infolist() if i.file_size > SELFTEST_MAX_MEMBER_BYTES]
+            if big:
+                raise ValueError(f"{big} larger than {SELFTEST_MAX_MEMBER_BYTES} bytes uncompressed")
+            missing = sorted(set(names) - set(npz.files))
+            if missing:
+                raise EcgEdgeError(f"{path} lacks {missing}: not a selftest.npz written by 'ecgedge device pack'")
+            arrays = {}
+            for name in names:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:
+                    raise EcgEdgeError(f"{path}: array {name!r} can not be read ({exc})") from None
+    except EcgEdgeError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise EcgEdgeError(f"can not read the self-test windows {path}: {exc}") from None
+
+    def refuse(name, wanted):
+        a = arrays[name]
+        return EcgEdgeError(f"{path}: array {name!r} must be {wanted}, got dtype {a.dtype} and shape {a.shape}; "
+                            "not a selftest.npz written by 'ecgedge device pack'")
+
+    def numeric(a):
+        return a.dtype.kind in "iuf"
+
+    x, fs, probs = arrays["x"], arrays["fs"], arrays["probs"]
+    if not (numeric(x) and x.ndim == 2 and x.shape[0] >= 1 and x.shape[1] >= 1):
+        raise refuse("x", "a 2-D numeric array of windows")
+    if not (numeric(fs) and fs.size == 1 and np.isfinite(fs).all() and float(fs.reshape(-1)[0]) > 0):
+        raise refuse("fs", "one positive number of Hz")
+    for name in ("labels", "classes"):
+        if arrays[name].dtype.kind != "U" or arrays[name].ndim != 1:
+            raise refuse(name, "a 1-D array of text")
+    if arrays["labels"].shape[0] != x.shape[0]:
+        raise refuse("labels", f"one label per window ({x.shape[0]})")
+    if not (numeric(probs) and probs.shape == (x.shape[0], n_classes)):
+        raise refuse("probs", f"numbers of shape ({x.shape[0]}, {n_classes})")
+    if arrays["bundle_sha256"].dtype.kind != "U" or arrays["bundle_sha256"].size != 1:
+        raise refuse("bundle_sha256", "one text")
+    return {"x": x.astype(np.float64), "fs": float(fs.reshape(-1)[0]), "labels": arrays["labels"],
+            "probs": probs.astype(np.float64), "classes": arrays["classes"],
+            "bundle_sha256": str(arrays["bundle_sha256"].reshape(-1)[0])}
+
+
 def run_selftest(bundle_dir, windows_path):
     """Classify the stored windows again and compare with the results recorded at pack time.
 
@@ -353,13 +417,7 @@ def run_selftest(bundle_dir, windows_path):
     only where the recorded top two probabilities were within the tolerance (a tie).
     """
     bundle = load_bundle(bundle_dir)
-    try:
-        stored = np.load(windows_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise EcgEdgeError(f"cannot read the self-test windows {windows_path}: {exc}") from None
-    missing = sorted({"x", "fs", "labels", "probs", "classes", "bundle_sha256"} - set(stored.files))
-    if missing:
-        raise EcgEdgeError(f"{windows_path} lacks {missing}: not a selftest.npz written by 'ecgedge device pack'")
+    stored = read_selftest(windows_path, len(bundle.classes))
     if str(stored["bundle_sha256"]) != bundle.manifest["sha256"]:
         raise EcgEdgeError(
             f"{windows_path} was recorded for another model (sha256 {str(stored['bundle_sha256'])[:12]}, "

@@ -6,21 +6,30 @@ by gain and baseline, and MIT-format annotation files (``.atr`` and friends) wit
 NUM, SUB, CHN and AUX codes. The ``wfdb`` package is the oracle of the tests, not a dependency.
 
 A ``.dat`` shorter than its header says, or longer by more than one frame, is refused: either
-the file was truncated or the header lies about the record's length.
+the file was truncated or the header lies about the record's length. Only the bytes the header
+announces are read (a header promising 10,000 samples never reads a 1 GB file).
+
+Headers are read strictly: a sampling rate, gain or ADC zero that is not a number (``250x``,
+``nan``, ``abc``), a gain that is negative or not finite, and a signal file named by an absolute
+path or one with ``..`` (outside the record's folder) are refused with :class:`InputError`,
+never replaced by a default. Annotation files that place an annotation before the record's
+start (a negative SKIP) are refused too.
 """
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.errors import InputError
 
 SUPPORTED_FORMATS = (16, 212)
 DEFAULT_GAIN = 200.0  # ADC units per physical unit when a header gives 0 or none (WFDB's DEFGAIN)
 DEFAULT_FS = 250.0  # WFDB's default sampling rate when a header gives none
 INVALID_SAMPLE = {16: -32768, 212: -2048}  # WFDB's marker of a missing sample, per format
+MAX_FS = 1e6  # Hz; a header claiming more is not a physiological recording
+MAX_HEADER_BYTES = 1 << 20  # a real header is a few kB, even with hundreds of signals
 
 # MIT annotation codes (WFDB ecgcodes.h) 1..41 in order; "_" marks codes 15 and 17, undefined.
 _SYMBOLS_FROM_1 = 'N L R a V F J A S E j / Q ~ _ | _ s T * D " = p B ^ t + u ? ! [ ] e n @ x f ( ) r'
@@ -29,12 +38,14 @@ NOTE_CODE = 22  # '"': comment annotation; at sample 0 it holds definitions, not
 SKIP, NUM, SUB, CHN, AUX = 59, 60, 61, 62, 63
 
 _RECORD_LINE = re.compile(
-    r"^(?P<name>[^\s/]+)(?:/(?P<n_seg>\d+))?\s+(?P<n_sig>\d+)"
-    r"(?:\s+(?P<fs>[0-9.eE+-]+)(?:/[0-9.eE+-]+)?(?:\([0-9.eE+-]+\))?"
-    r"(?:\s+(?P<n_samples>\d+))?)?"
+    r"^(?P<name>[^\s/]+)(?:/(?P<n_seg>\S+))?\s+(?P<n_sig>\S+)(?:\s+(?P<fs>\S+)(?:\s+(?P<n_samples>\S+))?)?"
 )
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+# "fs", "fs/counter_freq", "fs/counter_freq(base_counter)"; only fs is used
+_FREQUENCY = re.compile(rf"^(?P<fs>{_NUMBER})(?:/{_NUMBER}(?:\({_NUMBER}\))?)?$")
 _FORMAT = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(?:\+(?P<offset>\d+))?$")
-_GAIN = re.compile(r"^(?P<gain>[0-9.eE+-]+)(?:\((?P<baseline>-?\d+)\))?(?:/(?P<units>\S+))?$")
+_GAIN = re.compile(rf"^(?P<gain>{_NUMBER})(?:\((?P<baseline>[+-]?\d+)\))?(?:/(?P<units>\S+))?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass(frozen=True)
@@ -112,69 +123,124 @@ def record_stem(path):
     return path.with_suffix("") if path.suffix in (".hea", ".dat") else path
 
 
+def _signal_file_name(name, header_path, index):
+    """The signal file's name, refused unless it names a file inside the header's folder."""
+    if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or any(ord(c) < 32 for c in name):
+        raise InputError(
+            f"{header_path}: signal {index + 1} names the file {name!r}, outside the record's folder; "
+            "a signal file must be named relative to the header (e.g. 100.dat)"
+        )
+    return name
+
+
 def _parse_signal_line(line, header_path, index, record):
     fields = line.split(None, 8)
     if len(fields) < 2:
-        raise EcgEdgeError(f"{header_path}: signal line {index + 1} has no format: {line!r}")
+        raise InputError(f"{header_path}: signal line {index + 1} has no format: {line!r}")
     fmt = _FORMAT.match(fields[1])
     if fmt is None:
-        raise EcgEdgeError(f"{header_path}: signal {index + 1} has an unreadable format {fields[1]!r}")
+        raise InputError(f"{header_path}: signal {index + 1} has an unreadable format {fields[1]!r}")
     code = int(fmt["fmt"])
     if code not in SUPPORTED_FORMATS:
-        raise EcgEdgeError(
+        raise InputError(
             f"{header_path}: signal {index + 1} is stored in format {code}; this reader handles "
             f"formats {', '.join(map(str, SUPPORTED_FORMATS))} (convert the record with WFDB's xform)"
         )
     if int(fmt["spf"] or 1) != 1 or int(fmt["skew"] or 0) != 0:
-        raise EcgEdgeError(
+        raise InputError(
             f"{header_path}: signal {index + 1} uses {fields[1]!r} (several samples per frame or "
             "skew), which this reader does not handle"
         )
-    gain_match = _GAIN.match(fields[2]) if len(fields) > 2 else None
-    adc_zero = int(fields[4]) if len(fields) > 4 else 0
-    gain = float(gain_match["gain"]) if gain_match else 0.0
-    baseline = gain_match["baseline"] if gain_match else None
+    gain, baseline, units = 0.0, None, "mV"
+    if len(fields) > 2:
+        match = _GAIN.match(fields[2])
+        gain = float(match["gain"]) if match else float("nan")
+        if not (np.isfinite(gain) and gain >= 0):
+            raise InputError(
+                f"{header_path}: signal {index + 1} has gain {fields[2]!r}; it must be a number >= 0 of "
+                "ADC units per physical unit (0 for the default 200), optionally with (baseline)/units"
+            )
+        baseline, units = match["baseline"], match["units"] or "mV"
+    adc_zero = 0
+    if len(fields) > 4:
+        if not _INTEGER.match(fields[4]):
+            raise InputError(f"{header_path}: signal {index + 1} has ADC zero {fields[4]!r}; it must be an integer")
+        adc_zero = int(fields[4])
     return SignalSpec(
-        file_name=fields[0],
+        file_name=_signal_file_name(fields[0], header_path, index),
         fmt=code,
         byte_offset=int(fmt["offset"] or 0),
         gain=gain if gain > 0 else DEFAULT_GAIN,
         baseline=int(baseline) if baseline is not None else adc_zero,
-        units=(gain_match["units"] if gain_match and gain_match["units"] else "mV"),
+        units=units,
         name=fields[8].strip() if len(fields) > 8 else f"record {record}, signal {index}",
     )
 
 
-def read_header(path):
-    """Parse the ``.hea`` of a record path (with or without suffix); return a Header.
+def _sampling_rate(token, header_path):
+    """The record line's ``fs[/counter[(base)]]`` token -> Hz (DEFAULT_FS when absent)."""
+    if token is None:
+        return DEFAULT_FS
+    match = _FREQUENCY.match(token)
+    if match is None:
+        raise InputError(f"{header_path} gives sampling rate {token!r}; it must be a number of Hz")
+    fs = float(match["fs"])
+    if not (np.isfinite(fs) and 0 < fs <= MAX_FS):
+        raise InputError(f"{header_path} gives sampling rate {fs:g} Hz; it must be > 0 and at most {MAX_FS:g} Hz")
+    return fs
 
-    Raises EcgEdgeError for a missing or unreadable header, a multi-segment record, or a
-    signal stored in a format other than 16 or 212.
+
+def parse_header(text, header_path):
+    """Parse the text of a single-segment WFDB header; return a Header.
+
+    Parameters
+    ----------
+    text : str, the whole ``.hea`` file.
+    header_path : Path it came from (named in messages and kept in the Header).
+
+    Raises InputError for a missing or malformed record line, a multi-segment record, a
+    sampling rate, sample count, gain or ADC zero that is not a valid number, a signal file
+    outside the header's folder, or a signal stored in a format other than 16 or 212.
     """
-    header_path = record_stem(path).with_suffix(".hea")
-    if not header_path.is_file():
-        raise EcgEdgeError(f"WFDB header {header_path} not found; give the record path without suffix")
-    try:
-        text = header_path.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise EcgEdgeError(f"can not read {header_path}: {exc}") from None
+    header_path = Path(header_path)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     head = _RECORD_LINE.match(lines[0]) if lines else None
     if head is None:
-        raise EcgEdgeError(f"{header_path} has no valid record line (got {lines[:1]})")
+        raise InputError(f"{header_path} has no valid record line (got {lines[:1]})")
     if head["n_seg"] is not None:
-        raise EcgEdgeError(f"{header_path} is a multi-segment record, which this reader does not handle")
+        raise InputError(f"{header_path} is a multi-segment record, which this reader does not handle")
+    if not head["n_sig"].isdigit() or not head["n_sig"].isascii():
+        raise InputError(f"{header_path} gives {head['n_sig']!r} signals; it must be a whole number")
     n_sig = int(head["n_sig"])
     if len(lines) - 1 < n_sig:
-        raise EcgEdgeError(f"{header_path} announces {n_sig} signals but has {len(lines) - 1} signal lines")
-    fs = float(head["fs"]) if head["fs"] else DEFAULT_FS
-    if not (np.isfinite(fs) and fs > 0):
-        raise EcgEdgeError(f"{header_path} gives sampling rate {fs}; it must be a positive number of Hz")
+        raise InputError(f"{header_path} announces {n_sig} signals but has {len(lines) - 1} signal lines")
+    fs = _sampling_rate(head["fs"], header_path)
+    n_samples = head["n_samples"] or "0"
+    if not (n_samples.isdigit() and n_samples.isascii()):
+        raise InputError(f"{header_path} gives {n_samples!r} samples per signal; it must be a whole number")
     signals = tuple(
         _parse_signal_line(lines[1 + i], header_path, i, head["name"]) for i in range(n_sig)
     )
-    n_samples = int(head["n_samples"]) if head["n_samples"] else 0
-    return Header(header_path, head["name"], fs, n_samples, signals)
+    return Header(header_path, head["name"], fs, int(n_samples), signals)
+
+
+def read_header(path):
+    """Read and parse the ``.hea`` of a record path (with or without suffix); return a Header.
+
+    Raises InputError for a missing, unreadable or oversized header and for everything
+    :func:`parse_header` refuses.
+    """
+    header_path = record_stem(path).with_suffix(".hea")
+    if not header_path.is_file():
+        raise InputError(f"WFDB header {header_path} not found; give the record path without suffix")
+    try:
+        with open(header_path, "rb") as f:
+            raw = f.read(MAX_HEADER_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"can not read {header_path}: {exc}") from None
+    if len(raw) > MAX_HEADER_BYTES:
+        raise InputError(f"{header_path} is larger than {MAX_HEADER_BYTES} bytes; it is not a WFDB header")
+    return parse_header(raw.decode("latin-1"), header_path)
 
 
 def _bytes_for(fmt, n_values):
@@ -201,23 +267,34 @@ def _decode(raw, fmt, n_values):
 def _read_signal_file(data_path, fmt, byte_offset, n_sig, n_samples, header_path):
     """Read one ``.dat`` holding ``n_sig`` interleaved signals -> (n_samples, n_sig) int16.
 
-    ``n_samples = 0`` means "as many as the file holds".
+    ``n_samples = 0`` means "as many as the file holds". The file's size is checked against the
+    header before anything is read, and only the announced bytes are read.
     """
     if not data_path.is_file():
-        raise EcgEdgeError(f"signal file {data_path} (named in {header_path}) not found")
-    raw = data_path.read_bytes()[byte_offset:]
+        problem = "not found" if not data_path.exists() else "is not a regular file"
+        raise InputError(f"signal file {data_path} (named in {header_path}) {problem}")
+    try:
+        size = max(data_path.stat().st_size - byte_offset, 0)
+    except OSError as exc:
+        raise InputError(f"can not read signal file {data_path}: {exc}") from None
     frame_bytes = _bytes_for(fmt, n_sig)
     if n_samples == 0:
-        n_samples = (len(raw) * 2 // 3 if fmt == 212 else len(raw) // 2) // n_sig
+        n_samples = (size * 2 // 3 if fmt == 212 else size // 2) // n_sig
     needed = _bytes_for(fmt, n_samples * n_sig)
-    if len(raw) < needed or len(raw) > needed + frame_bytes:
-        problem = "is truncated" if len(raw) < needed else "is longer than its header says"
-        raise EcgEdgeError(
+    if size < needed or size > needed + frame_bytes:
+        problem = "is truncated" if size < needed else "is longer than its header says"
+        raise InputError(
             f"signal file {data_path} {problem}: {header_path} announces {n_samples} samples x "
-            f"{n_sig} signals in format {fmt} = {needed} bytes, the file holds {len(raw)} bytes "
+            f"{n_sig} signals in format {fmt} = {needed} bytes, the file holds {size} bytes "
             "after its offset; download the record again or fix the sample count in the header"
         )
-    return _decode(raw[:needed], fmt, n_samples * n_sig).reshape(n_samples, n_sig)
+    try:
+        raw = np.fromfile(data_path, dtype=np.uint8, count=needed, offset=byte_offset)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"can not read signal file {data_path}: {exc}") from None
+    if raw.size < needed:
+        raise InputError(f"signal file {data_path} shrank while it was read ({raw.size} of {needed} bytes)")
+    return _decode(raw, fmt, n_samples * n_sig).reshape(n_samples, n_sig)
 
 
 def read_digital(path, header=None):
@@ -244,7 +321,7 @@ def read_digital(path, header=None):
         first = header.signals[members[0]]
         if any((header.signals[i].fmt, header.signals[i].byte_offset) != (first.fmt, first.byte_offset)
                for i in members):
-            raise EcgEdgeError(f"{header.path}: the signals of {file_name} mix formats or offsets")
+            raise InputError(f"{header.path}: the signals of {file_name} mix formats or offsets")
         block = _read_signal_file(folder / file_name, first.fmt, first.byte_offset, len(members),
                                   n_samples, header.path)
         n_samples = block.shape[0]
@@ -281,7 +358,7 @@ def read_signal(path, lead=None, fallback="first"):
     path : record path, with or without ``.hea``.
     lead : a signal name, an int index, a preference list of names, or None for signal 0.
     fallback : when a preference list matches no signal: ``"first"`` takes signal 0,
-        ``"none"`` raises EcgEdgeError.
+        ``"none"`` raises InputError.
 
     Returns
     -------
@@ -302,7 +379,7 @@ def choose_signal(header, lead, fallback="first"):
     if isinstance(lead, (int, np.integer)) or (isinstance(lead, str) and lead.lstrip("-").isdigit()):
         index = int(lead)
         if not 0 <= index < len(names):
-            raise EcgEdgeError(f"{header.path} has signals 0..{len(names) - 1} ({names}), got lead {lead}")
+            raise InputError(f"{header.path} has signals 0..{len(names) - 1} ({names}), got lead {lead}")
         return index
     preferences = [lead] if isinstance(lead, str) else list(lead)
     for name in preferences:
@@ -310,14 +387,14 @@ def choose_signal(header, lead, fallback="first"):
             return names.index(name)
     if fallback == "first" and isinstance(lead, (list, tuple)) and names:
         return 0
-    raise EcgEdgeError(f"{header.path} has leads {names}, none of {preferences}; pass --lead NAME or INDEX")
+    raise InputError(f"{header.path} has leads {names}, none of {preferences}; pass --lead NAME or INDEX")
 
 
 def _annotation_words(path):
     """The annotation file as ndarray of shape (n_words,), uint16 (little-endian words)."""
     raw = path.read_bytes()
     if len(raw) % 2:
-        raise EcgEdgeError(f"annotation file {path} has an odd number of bytes ({len(raw)}): it is truncated")
+        raise InputError(f"annotation file {path} has an odd number of bytes ({len(raw)}): it is truncated")
     return np.frombuffer(raw, dtype="<u2").astype(np.int64)
 
 
@@ -329,14 +406,14 @@ def _parse_annotations(words, path):
         a, value = words[i] >> 10, words[i] & 0x3FF
         if a == SKIP:
             if i + 2 >= n:
-                raise EcgEdgeError(f"annotation file {path} ends inside a SKIP at word {i}")
+                raise InputError(f"annotation file {path} ends inside a SKIP at word {i}")
             skip = (int(words[i + 1]) << 16) | int(words[i + 2])
             time += skip - (1 << 32) if skip >= 1 << 31 else skip
             i += 3
             continue
         if a in (NUM, SUB, CHN, AUX):
             if not code:
-                raise EcgEdgeError(f"annotation file {path} has a {a} field before any annotation")
+                raise InputError(f"annotation file {path} has a {a} field before any annotation")
             if a == AUX:
                 n_words = (value + 1) // 2
                 text = words[i + 1:i + 1 + n_words].astype("<u2").tobytes()[:value]
@@ -355,6 +432,11 @@ def _parse_annotations(words, path):
             i += 1
             continue
         time += value
+        if time < 0 and a != 0:  # wfdb itself skips to -1 before a code-0 entry; no annotation lies there
+            raise InputError(
+                f"annotation file {path}: the annotation at word {i} lies at sample {time}, before the "
+                "record's start (a negative SKIP); the file is damaged"
+            )
         sample.append(time)
         code.append(a)
         subtype.append(0)
@@ -376,7 +458,7 @@ def read_annotations(path, extension="atr"):
     """
     ann_path = record_stem(path).with_name(record_stem(path).name + f".{extension}")
     if not ann_path.is_file():
-        raise EcgEdgeError(f"annotation file {ann_path} not found")
+        raise InputError(f"annotation file {ann_path} not found")
     sample, code, subtype, chan, num, aux = _parse_annotations(_annotation_words(ann_path), ann_path)
     code = np.asarray(code, dtype=np.int64)
     sample = np.asarray(sample, dtype=np.int64)

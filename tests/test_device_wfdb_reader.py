@@ -88,3 +88,61 @@ def test_unsupported_format_and_missing_header(tmp_path, wfdb_record):
         read_header(tmp_path / "f80")
     with pytest.raises(EcgEdgeError, match="nope.hea not found"):
         read_header(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("record_line, signal_line, message", [
+    ("r 1 1e 10", "r.dat 16 200 16 0", r"sampling rate '1e'; it must be a number of Hz"),
+    ("r 1 nan 10", "r.dat 16 200 16 0", r"sampling rate 'nan'"),
+    ("r 1 250x 10", "r.dat 16 200 16 0", r"sampling rate '250x'"),
+    ("r 1 1e308 10", "r.dat 16 200 16 0", r"sampling rate 1e\+308 Hz; it must be > 0 and at most 1e\+06 Hz"),
+    ("r 1 360 10x", "r.dat 16 200 16 0", r"'10x' samples per signal"),
+    ("r 1x 360 10", "r.dat 16 200 16 0", r"'1x' signals"),
+    ("r 1 360 10", "r.dat 16 -200 16 0", r"signal 1 has gain '-200'"),
+    ("r 1 360 10", "r.dat 16 abc 16 0", r"signal 1 has gain 'abc'"),
+    ("r 1 360 10", "r.dat 16 1e400/mV 16 0", r"signal 1 has gain '1e400/mV'"),
+    ("r 1 360 10", "r.dat 16 200 16 xyz", r"signal 1 has ADC zero 'xyz'"),
+    ("r 1 360 10", "/usr/lib/libc.so.6 16 200 16 0", r"names the file '/usr/lib/libc.so.6', outside"),
+    ("r 1 360 10", "../r.dat 16 200 16 0", r"names the file '\.\./r\.dat', outside"),
+    ("r 1 360 10", "sub/../../r.dat 16 200 16 0", r"outside the record's folder"),
+])
+def test_header_values_are_read_strictly(record_line, signal_line, message):
+    """A field that is not what WFDB allows is refused by name, never replaced by a default."""
+    from pathlib import Path
+
+    from ecgedge.device.wfdb_reader import parse_header
+
+    with pytest.raises(EcgEdgeError, match=message):
+        parse_header(f"{record_line}\n{signal_line}\n", Path("db/r.hea"))
+
+
+def test_header_defaults_that_wfdb_defines():
+    """Gain 0 or absent is WFDB's 200; a counter frequency and base are allowed after fs."""
+    from pathlib import Path
+
+    from ecgedge.device.wfdb_reader import DEFAULT_GAIN, parse_header
+
+    header = parse_header("r 2 360/1.5(2) 10\nr.dat 16 0 16 7\nsub/r2.dat 16\n", Path("db/r.hea"))
+    assert header.fs == 360.0 and header.n_samples == 10
+    assert [s.gain for s in header.signals] == [DEFAULT_GAIN, DEFAULT_GAIN]
+    assert header.signals[0].baseline == 7 and header.signals[1].file_name == "sub/r2.dat"
+
+
+def test_only_the_announced_bytes_are_read_after_the_offset(tmp_path):
+    """Format 16 with a byte offset: the values after the offset, as many as the header says."""
+    values = np.arange(-50, 50, dtype="<i2")
+    (tmp_path / "r.dat").write_bytes(b"\xAA" * 6 + values.tobytes())
+    (tmp_path / "r.hea").write_text("r 1 360 100\nr.dat 16+6 100(3)/mV 16 0 0 0 0 II\n")
+    digital = read_digital(tmp_path / "r")
+    np.testing.assert_array_equal(digital[:, 0], values)
+    physical, fs, name = read_signal(tmp_path / "r")
+    np.testing.assert_allclose(physical, (values - 3) / 100.0)
+    assert (fs, name) == (360.0, "II")
+
+
+def test_annotation_before_the_record_start_is_refused(tmp_path):
+    """A negative SKIP that puts an annotation at sample -1000 (wfdb's own SKIP to -1 is fine)."""
+    skip = (-1000) & 0xFFFFFFFF
+    words = [59 << 10, skip >> 16, skip & 0xFFFF, 1 << 10, 0]
+    (tmp_path / "r.atr").write_bytes(np.asarray(words, dtype="<u2").tobytes())
+    with pytest.raises(EcgEdgeError, match=r"r\.atr: the annotation at word 3 lies at sample -1000"):
+        read_annotations(tmp_path / "r")
