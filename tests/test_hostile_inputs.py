@@ -450,6 +450,37 @@ def test_predictions_file_is_replaced_only_by_a_complete_run(tiny_bundle, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "pred.jsonl"]
 
 
+def test_sigterm_during_eval_leaves_the_predictions_file_as_it_was(tiny_bundle, tmp_path):
+    """SIGTERM half-way: one Error line, exit 2, F untouched and no temporary left behind."""
+    import time
+
+    db = tmp_path / "db"
+    digital = np.round(ecg(180 * FS) * 1000).astype("<i2")
+    names = [f"r{i:02d}" for i in range(30)]
+    for name in names:
+        write_record(db, name, digital=digital)
+        (db / f"{name}.atr").write_bytes(annotation_words([(0, RHYTHM, "(N")]))
+    (db / "RECORDS").write_text("\n".join(names) + "\n")
+    target = tmp_path / "pred.jsonl"
+    target.write_text("old\n")
+    code = f"from ecgedge.cli import cli; cli({['device', 'eval', '--bundle', str(tiny_bundle.path), '--data', str(db), '--predictions', str(target)]!r}, prog_name='ecgedge')"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+        if partial and partial[0].stat().st_size > 0:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "eval ended before it could be terminated"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=TIMEOUT_S)
+    err = "".join(ln for ln in err.decode().splitlines(True) if not ln.startswith("INFO: "))
+    print(f"HOSTILE | SIGTERM during eval --predictions | rc {proc.returncode}: {err.strip()}")
+    assert proc.returncode == 2 and err.startswith("Error: terminated (SIGTERM)") and len(err.splitlines()) == 1, err
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "pred.jsonl"]
+
+
 # --- the episode list ---------------------------------------------------------------------------
 
 def _results(labels, hop=1.0, window=2.0):
