@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.device.errors import BundleError, EcgEdgeError
 from ecgedge.device.rhythm import COMBINE_RULE, FEATURE_NAMES
@@ -441,6 +442,8 @@ def check_manifest(manifest, manifest_path=MANIFEST_FILE):
     c.integer("bytes", manifest["bytes"], 0, 1 << 40)
     if "rhythm_head" in manifest:
         _check_head_entry(c, manifest["rhythm_head"], manifest["model_file"], manifest_path)
+    if "decision" in manifest:  # the recording-level rule (ecgedge.device.decision checks its own)
+        rule_from_manifest(manifest["decision"], classes, manifest_path)
     if DIGEST_KEY in manifest:
         entry = c.mapping(DIGEST_KEY, manifest[DIGEST_KEY])
         c.sha256(f"{DIGEST_KEY}.sha256", entry.get("sha256"))

@@ -114,6 +114,7 @@ def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
     """(fs, iterator of sample chunks) for a file or stdin input."""
     from ecgedge.device.errors import EcgEdgeError
     from ecgedge.device.inputs import STDIN, check_fs, chunks_of, detect_format, read_input, stream_stdin
+    from ecgedge.device.labels import pad_to_window
 
     preference = classifier.bundle.manifest.get("lead") or ()
     if input_path == STDIN:
@@ -121,12 +122,14 @@ def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
         return fs, stream_stdin(detect_format(STDIN, fmt), chunk(fs), lead)
     signal = read_input(input_path, fs, lead, fmt, preference)
     length = classifier.window_samples(signal.fs)
-    if len(signal.samples) < length:
+    # A recording a little shorter than a window is wrapped around to one, as training did.
+    samples = pad_to_window(signal.samples, length) if len(signal.samples) < length else signal.samples
+    if samples is None:
         raise EcgEdgeError(
             f"{signal.source} has {len(signal.samples)} samples ({len(signal.samples) / signal.fs:g} s at "
-            f"{signal.fs:g} Hz), shorter than one {classifier.window_s:g} s window ({length} samples)"
+            f"{signal.fs:g} Hz), shorter than half a {classifier.window_s:g} s window ({length} samples)"
         )
-    return signal.fs, chunks_of(signal.samples, chunk(signal.fs))
+    return signal.fs, chunks_of(samples, chunk(signal.fs))
 
 
 @device.command()
@@ -138,15 +141,18 @@ def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
 @click.option("--format", "fmt", default="auto",
               type=click.Choice(["auto", "wfdb", "csv", "npy", "text", "int16"]),
               help="Input format; stdin is 'text' (one sample per line) or 'int16' (raw little-endian).")
-@click.option("--summary", is_flag=True, help="End with rhythm episodes and time per class (e.g. AF burden).")
+@click.option("--summary", is_flag=True, help="End with rhythm episodes, time per class (e.g. AF burden) and the recording's one answer.")
 def run(bundle, edgetpu, cpu_fallback, threads, rhythm_head, input_path, fs, lead, hop_s, fmt, summary):
     """Classify every window of an input: one JSON object per line.
 
     Each line is {"t_start", "t_end", "label", "probs", "latency_ms"}; windows that can not be
     classified have "label": null and a "reason". With --summary, a last line {"summary":
-    {"episodes", "time_s", "burden"}}.
+    {"episodes", "time_s", "burden", "recording"}}: "recording" is the whole input's one answer
+    by the bundle's decision rule, {"label" (null: inconclusive), "reason", "probs", ...}.
+    An input a little shorter than one window (at least half of it) is wrapped around to one.
     """
     from ecgedge.device.errors import EcgEdgeError
+    from ecgedge.device.decision import RecordingAccumulator
     from ecgedge.device.runtime import EpisodeTracker, StreamingClassifier
 
     classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads, rhythm_head)
@@ -158,11 +164,13 @@ def run(bundle, edgetpu, cpu_fallback, threads, rhythm_head, input_path, fs, lea
     stream = StreamingClassifier(classifier, fs, hop)
     # Without --summary no episode is listed: a month-long stream keeps only the sums.
     tracker = EpisodeTracker(classifier.classes, classifier.window_s, hop, **({} if summary else {"max_episodes": 0}))
+    recording = RecordingAccumulator(classifier.classes, classifier.decision_rule)
     for chunk in chunks:
         for result in stream.push(chunk):
             result = _with_input_problems(result, chunks, fs, stream.length)
             _emit(result.to_json(classifier.classes))
             tracker.add(result)
+            recording.add(result.probs)
     for result in stream.finish():
         _emit(result.to_json(classifier.classes))
     if stream.n_seen < stream.length:
@@ -171,7 +179,7 @@ def run(bundle, edgetpu, cpu_fallback, threads, rhythm_head, input_path, fs, lea
             f"than one {classifier.window_s:g} s window ({stream.length} samples)"
         )
     if summary:
-        _emit({"summary": tracker.summary()})
+        _emit({"summary": {**tracker.summary(), "recording": recording.decision().to_json(classifier.classes)}})
 
 
 def _split_records(records):
@@ -183,6 +191,11 @@ def _split_records(records):
 def _print_eval(report):
     from ecgedge.device.evaluate import recall_cells
 
+    if "recordings" in report:  # a database labelled per recording: its one-answer scores first
+        r = report["recordings"]
+        rates = "  ".join(f"{k} {r[k]:.4f}" for k in ("af_se", "af_sp", "challenge_f1") if r.get(k) is not None)
+        click.echo(f"recordings {r['n_recordings']}  accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+                   f"inconclusive {r['inconclusive_rate']:.4f}  {rates}")
     click.echo(f"windows {report['n_windows']}  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
     width = max(len(c) for c in report["labels"])
     click.echo(f"{'class':<{width}}  recall  precision  support   confusion (rows true)")

@@ -21,6 +21,7 @@ import numpy as np
 from ecgedge.device import labels
 from ecgedge.device.decision import decide, recording_metrics
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.inputs import check_fs
 from ecgedge.device.metrics import classification_metrics
 from ecgedge.device.wfdb_reader import choose_signal, read_annotations, read_digital, read_header, to_physical
 
@@ -60,7 +61,19 @@ def label_source(manifest, data_dir):
     """
     default = {"labels": "rhythm", "annotator": "atr", "brackets": "", "reference": "REFERENCE.csv",
                "reference_labels": {}, "record_label": ""}
-    source = {**default, **((manifest.get("databases") or {}).get(Path(data_dir).name) or {})}
+    entry = (manifest.get("databases") or {}).get(Path(data_dir).name) or {}
+    if not isinstance(entry, dict) or not set(entry) <= set(default):
+        raise EcgEdgeError(f"the bundle's databases.{Path(data_dir).name} must be an object with keys "
+                           f"{sorted(default)}, got {entry!r:.200}")
+    source = {**default, **entry}
+    for key in ("labels", "annotator", "brackets", "reference", "record_label"):
+        if not isinstance(source[key], str) or "/" in source[key] or "\\" in source[key] or source[key] == "..":
+            raise EcgEdgeError(f"the bundle's databases.{Path(data_dir).name}.{key} must be a plain name, "
+                               f"got {source[key]!r:.200}")
+    if not isinstance(source["reference_labels"], dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in source["reference_labels"].items()):
+        raise EcgEdgeError(f"the bundle's databases.{Path(data_dir).name}.reference_labels must map names "
+                           "to rhythm labels")
     if source["labels"] not in ("rhythm", "record", "reference"):
         raise EcgEdgeError(f"device eval can not label records of kind {source['labels']!r} (database "
                            f"{Path(data_dir).name}); it reads rhythm notes, record labels and reference files")
@@ -106,6 +119,7 @@ def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fall
     """
     source = source or label_source({}, Path(record_path).parent)
     header = read_header(record_path)
+    check_fs(header.fs, f"{record_path}.hea")
     channel = choose_signal(header, list(lead), fallback)
     signal = np.nan_to_num(to_physical(read_digital(record_path, header), header)[:, channel])
     length = int(round(window_s * header.fs))

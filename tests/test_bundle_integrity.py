@@ -107,7 +107,7 @@ DIGEST_TAMPERS = [
     ("label map", _set("label_map", "(AFIB", "NSR"), "label_map"),
     ("lead", _set("lead", ["V1"]), "lead"),
     ("rhythm head features", _set("rhythm_head", "features", lambda v: v[::-1]), "rhythm_head"),
-    ("a new key", _set("decision", {"rule": "anything"}), "decision"),
+    ("a new key", _set("notes", {"rule": "anything"}), "notes"),
 ]
 
 
