@@ -27,12 +27,22 @@ def convert():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of PhysioNet databases (default: ECGEDGE_DATA).")
-def quantize(run_dir, out_dir, quant, n_representative, seed, data_dir):
-    """Convert RUN_DIR's model.keras into a bundle (model.tflite + model.json)."""
-    from ecgedge.convert.quantize import DEFAULT_REPRESENTATIVE, quantize_run
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's and the converter's output instead of appending it to RUN_DIR/convert.log.")
+def quantize(run_dir, out_dir, quant, n_representative, seed, data_dir, verbose):
+    """Convert RUN_DIR's model.keras into a bundle (model.tflite + model.json).
 
-    bundle = quantize_run(run_dir, out_dir, quant=quant, n_representative=n_representative or DEFAULT_REPRESENTATIVE,
-                          seed=seed, data_dir=data_dir)
+    TensorFlow's and the converter's output goes to RUN_DIR/convert.log (the bundle folder holds
+    only what ships)."""
+    from pathlib import Path
+
+    from ecgedge.convert.quantize import DEFAULT_REPRESENTATIVE, quantize_run
+    from ecgedge.train.quiet import chatter_to
+
+    # A RUN_DIR that does not exist is refused at once; no log folder is made for it.
+    with chatter_to(Path(run_dir) / "convert.log", verbose or not Path(run_dir).is_dir()):
+        bundle = quantize_run(run_dir, out_dir, quant=quant,
+                              n_representative=n_representative or DEFAULT_REPRESENTATIVE, seed=seed, data_dir=data_dir)
     m = bundle.manifest
     click.echo(f"wrote {bundle.path}: {m['quantization']} {m['bytes']} bytes, input {m['input']['dtype']} "
                f"scale {m['input']['scale']:.6g} zero point {m['input']['zero_point']}, classes {', '.join(m['classes'])}")

@@ -37,6 +37,7 @@ from ecgedge.device.errors import EcgEdgeError
 BUNDLE_DIR = "bundle"
 FLOAT_BUNDLE_DIR = "bundle-float32"
 RUN_DIR = "run"
+LOG_FILE = "pipeline.log"  # TensorFlow's and the converter's output (ecgedge.train.quiet)
 STAGES = ("data", "train", "convert", "verify", "device", "latency", "report")
 
 
@@ -524,7 +525,7 @@ def assemble_metrics(ctx, command):
     }
 
 
-def run_pipeline(cfg, out_dir, data_dir=None, force=False, progress=True, command=None):
+def run_pipeline(cfg, out_dir, data_dir=None, force=False, progress=True, command=None, verbose=False):
     """Run every stage of the main job into ``out_dir``; reuse the stages that are up to date.
 
     Parameters
@@ -535,21 +536,25 @@ def run_pipeline(cfg, out_dir, data_dir=None, force=False, progress=True, comman
     force : redo every stage.
     progress : progress bars and one line per stage on stderr.
     command : the command line, recorded in metrics.json and the report.
+    verbose : show TensorFlow's and the converter's output instead of appending it to
+        ``out_dir/pipeline.log`` (:func:`ecgedge.train.quiet.chatter_to`).
 
     Returns
     -------
     dict, the metrics written to ``out_dir/metrics.json``, with ``stages`` {name: {cached, seconds}}.
     """
+    from ecgedge.train.quiet import chatter_to
     from ecgedge.train.tasks import load_task
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     command = command or invoked_command()
     ctx = Context(cfg, load_task(cfg.task), out, data_dir, StageLog(out, force, progress), progress)
-    for stage in (data_stage, train_stage, convert_stage, verify_stage, device_stage, latency_stage):
-        stage(ctx)
-    metrics = assemble_metrics(ctx, command)
-    report_stage(ctx, metrics)
+    with chatter_to(out / LOG_FILE, verbose):
+        for stage in (data_stage, train_stage, convert_stage, verify_stage, device_stage, latency_stage):
+            stage(ctx)
+        metrics = assemble_metrics(ctx, command)
+        report_stage(ctx, metrics)
     metrics["stages"] = ctx.log.timings
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -644,16 +649,16 @@ def _default(name):
               help=f"Smoke configuration: records {','.join(QUICK['records'])}, {QUICK['epochs']} epoch, "
                    f"{QUICK['n_folds']} folds, {QUICK['n_representative']} calibration windows.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
+@click.option("--verbose", is_flag=True,
+              help=f"Show TensorFlow's and the converter's output instead of appending it to OUT/{LOG_FILE}.")
 def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_tune, n_folds, max_per_class,
-             records, n_representative, seed, rhythm_head, int8_grid, no_baselines, quick, force):
+             records, n_representative, seed, rhythm_head, int8_grid, no_baselines, quick, force, verbose):
     """The main job: data -> train -> int8 bundle -> verify -> device eval -> report, into --out.
 
     Writes OUT/bundle (model.tflite + model.json), OUT/metrics.json and OUT/report.md with PNG
-    plots. A second run reuses every stage whose inputs did not change.
+    plots. A second run reuses every stage whose inputs did not change. The terminal shows one
+    line per stage, progress bars and the headline; TensorFlow's output goes to OUT/pipeline.log.
     """
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cfg = pipeline_config(
         quick, task=task, weights=weights, backbone=backbone, protocol=protocol, epochs=epochs,
         fine_tune=fine_tune, n_folds=n_folds, max_per_class=max_per_class, seed=seed,
@@ -661,7 +666,9 @@ def pipeline(task, out_dir, data_dir, weights, backbone, protocol, epochs, fine_
         baselines=False if no_baselines else None,
         records=tuple(r for r in records.split(",") if r) if records else None,
     )
-    metrics = run_pipeline(cfg, out_dir, data_dir, force, progress=True, command=invoked_command())
+    if not verbose:
+        click.echo(f"TensorFlow's output: {Path(out_dir) / LOG_FILE} (--verbose shows it)", err=True)
+    metrics = run_pipeline(cfg, out_dir, data_dir, force, progress=True, command=invoked_command(), verbose=verbose)
     for line in summary_lines(metrics):
         click.echo(line)
     click.echo(f"report: {Path(out_dir) / 'report.md'}")

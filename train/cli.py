@@ -172,30 +172,34 @@ def _backbone_names():
               help="After training, round the backbone's kernels to the int8 grid: the saved float model "
                    "then holds the weights of its int8 conversion exactly.")
 @click.option("--force", is_flag=True, help="Discard a run already in --out and train afresh.")
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's and Keras' output instead of appending it to RUN_DIR/train.log.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
           n_folds, max_per_class, records, paper_windows, no_baselines, no_augment, batch_size, learning_rate,
-          fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, force):
+          fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, force, verbose):
     """Cross-validate a MobileNet spectrogram classifier (and the baselines) and train the deployable model.
 
-    Writes RUN_DIR/model.keras, config.json, split.json, metrics.json and PNG plots. A finished
+    Writes RUN_DIR/model.keras, config.json, split.json, metrics.json and PNG plots; TensorFlow's
+    and Keras' output goes to RUN_DIR/train.log. A finished
     RUN_DIR is refused without --force; an interrupted one resumes from its finished folds.
     """
-    import os
+    from pathlib import Path
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ecgedge.train.augment import AugmentConfig
+    from ecgedge.train.quiet import chatter_to
     from ecgedge.train.train import train_run
 
-    metrics = train_run(
-        task_name, backbone, protocol, out_dir, epochs=epochs, fine_tune=fine_tune, seed=seed,
-        weights=weights, data_dir=data_dir, cache_dir=cache_dir, n_folds=n_folds,
-        max_per_class=max_per_class, records=[r for r in (records or "").split(",") if r],
-        baselines=not no_baselines, force=force,
-        augment=None if no_augment else AugmentConfig().to_dict(), batch_size=batch_size,
-        learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
-        head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows, quant_noise=quant_noise,
-        rhythm_head=rhythm_head, int8_grid=int8_grid,
-    )
+    with chatter_to(Path(out_dir) / "train.log", verbose):
+        metrics = train_run(
+            task_name, backbone, protocol, out_dir, epochs=epochs, fine_tune=fine_tune, seed=seed,
+            weights=weights, data_dir=data_dir, cache_dir=cache_dir, n_folds=n_folds,
+            max_per_class=max_per_class, records=[r for r in (records or "").split(",") if r],
+            baselines=not no_baselines, force=force,
+            augment=None if no_augment else AugmentConfig().to_dict(), batch_size=batch_size,
+            learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
+            head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows, quant_noise=quant_noise,
+            rhythm_head=rhythm_head, int8_grid=int8_grid,
+        )
     click.echo(_metrics_table(metrics))
     click.echo(f"run written to {out_dir}")
 
