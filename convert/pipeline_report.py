@@ -80,7 +80,8 @@ def example_windows(task, records, bundle_path, data_dir=None, seed=0):
     Returns
     -------
     list of dicts {class, record, start_s, x (window_len,) float32, fs, image (*image_shape)
-    float32, result (ecgedge.device.runtime.WindowResult)}, classes without test windows left out.
+    float32, spectrogram (the bundle's SpectrogramConfig), result
+    (ecgedge.device.runtime.WindowResult)}, classes without test windows left out.
     """
     from ecgedge.device.dsp import window_image
     from ecgedge.device.runtime import Classifier
@@ -98,7 +99,7 @@ def example_windows(task, records, bundle_path, data_dir=None, seed=0):
         x = np.asarray(windows.x[i])
         examples.append({
             "class": name, "record": str(windows.record[i]), "start_s": float(windows.start_s[i]), "x": x,
-            "fs": windows.fs, "image": window_image(x, windows.fs, classifier.cfg),
+            "fs": windows.fs, "image": window_image(x, windows.fs, classifier.cfg), "spectrogram": classifier.cfg,
             "result": classifier.classify_window(x, windows.fs, float(windows.start_s[i])),
         })
     return examples
@@ -110,10 +111,20 @@ def _prediction_text(result):
     return f"predicted {result.label} ({float(np.max(result.probs)):.2f})"
 
 
+def channel_titles(spectrogram):
+    """What each image channel is: its STFT window length in seconds, e.g. ``"0.5 s STFT"``.
+
+    ``spectrogram`` is an ``ecgedge.device.dsp.SpectrogramConfig``; a channel's window is
+    ``nperseg / fs`` seconds at the model's sampling rate.
+    """
+    return [f"{nperseg / spectrogram.fs:g} s STFT" for nperseg, _ in spectrogram.channels]
+
+
 def plot_examples(path, examples):
     """One row per example: the raw trace, then each spectrogram channel; titled true vs predicted."""
     plt = _pyplot()
     n_ch = examples[0]["image"].shape[2]
+    titles = channel_titles(examples[0]["spectrogram"])
     fig, axes = plt.subplots(len(examples), 1 + n_ch, figsize=(12, 2.4 * len(examples)), squeeze=False,
                              gridspec_kw={"width_ratios": [3] + [1] * n_ch})
     for row, ex in zip(axes, examples):
@@ -124,7 +135,7 @@ def plot_examples(path, examples):
                          f"{_prediction_text(ex['result'])}", fontsize=9, loc="left")
         for c in range(n_ch):
             row[1 + c].imshow(ex["image"][:, :, c], origin="lower", aspect="auto", cmap="magma")
-            row[1 + c].set(xticks=[], yticks=[], title=f"channel {c}")
+            row[1 + c].set(xticks=[], yticks=[], title=titles[c])
     axes[-1][0].set_xlabel("time in record (s)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
