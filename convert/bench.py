@@ -178,3 +178,21 @@ def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
     results = bench_scaling.run(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir, rhythm_head)
     click.echo(json.dumps(results["fit"]))
     _done(write_result(results_dir, "scaling", results, bench_scaling.plot))
+
+
+@bench.command()
+@click.option("--pipeline", "pipeline_dir", default=DEFAULT_PIPELINE, show_default=True)
+@click.option("--bundle", default=None, help="int8 bundle [default: PIPELINE/bundle].")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of PhysioNet databases (mitdb and nstdb) [default: $ECGEDGE_DATA].")
+@click.option("--records", default=None, help="Comma-separated mitdb records [default: 8 records, sinus and AF].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@RESULTS_OPTION
+def robustness(pipeline_dir, bundle, data_dir, records, seed, results_dir):
+    """Recorded noise (nstdb bw, ma) at 24..0 dB SNR, non-ECG input, units and offset."""
+    from ecgedge.convert import bench_robustness
+
+    records = tuple(r for r in records.split(",") if r) if records else bench_robustness.DEFAULT_RECORDS
+    results = bench_robustness.run(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records, seed=seed)
+    click.echo(bench_robustness.summary(results))
+    _done(write_result(results_dir, "robustness", results, bench_robustness.plot))

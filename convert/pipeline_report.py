@@ -239,10 +239,40 @@ def latency_section(metrics):
     return lines + ["", "![latency bars](latency.png)", ""]
 
 
+def _rate(value):
+    return "-" if value is None else f"{value:.3f}"
+
+
+def headline_section(metrics):
+    """The device's headline (recording level where the task labels recordings) and its scores per
+    database, for the device (int8 CNN + rhythm head), the rhythm head alone and the CNN alone."""
+    h = metrics.get("headline")
+    if not h:
+        return []
+    lines = [f"## The device, per database ({h['protocol']} protocol)", "",
+             f"Headline: {h['level']} level over {', '.join(h['databases'])}: accuracy {_pct(h['accuracy'])}, "
+             f"macro-F1 {h['macro_f1']:.4f}, AF sensitivity {_rate(h['af_se'])}, specificity {_rate(h['af_sp'])}, "
+             f"inconclusive {_pct(h['inconclusive_rate'])}"
+             + (f", Challenge F1 (mean of NSR, AF, OTHER) {h['challenge_f1']:.4f}" if "challenge_f1" in h else "")
+             + ".", "",
+             "A database that labels whole recordings is scored per recording (the bundle's decision rule "
+             "over the recording's windows; an inconclusive answer counts as not AF, and as NOISY in the "
+             "F1); the others per window.", "",
+             "| model | database | level | n | accuracy | macro-F1 | AF Se | AF Sp | inconclusive | Challenge F1 |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for model, tables in (metrics.get("per_database") or {}).items():
+        for name, d in tables.items():
+            lines.append(f"| {model} | {name} | {d['level']} | {d['n_recordings']} | {_pct(d['accuracy'])} | "
+                         f"{d['macro_f1']:.4f} | {_rate(d.get('af_se'))} | {_rate(d.get('af_sp'))} | "
+                         f"{_pct(d['inconclusive_rate'])} | {_rate(d.get('challenge_f1'))} |")
+    return lines + [""]
+
+
 def report_markdown(metrics):
     """The whole report.md text."""
     b = metrics["bundle"]
     lines = [f"# ecgedge pipeline: {metrics['task']}", "", f"Command: `{metrics['command']}`", ""]
+    lines += headline_section(metrics)
     lines += results_section(metrics) + quantization_section(metrics) + device_section(metrics)
     lines += latency_section(metrics)
     lines += ["## Example held-out windows", "",

@@ -27,7 +27,7 @@ from ecgedge.device.errors import EcgEdgeError
 from ecgedge.train import protocols, report, runs, scoring
 from ecgedge.train.augment import AugmentConfig, balanced_class_weights, epoch_batch
 from ecgedge.train.baselines import (
-    RR_FEATURE_NAMES, predict_folds, rr_classifier, svm_classifier, window_rr_features,
+    RR_FEATURE_NAMES, SVM_MAX_PER_CLASS, predict_folds, rr_classifier, svm_classifier, window_rr_features,
 )
 from ecgedge.train.int8_grid import snap_backbone
 from ecgedge.train.models import (
@@ -442,15 +442,16 @@ def rr_features_of(task, data, data_dir):
 def baseline_folds(run_dir, task, data, images, folds, cfg, scaling, data_dir, progress):
     """Both baselines on the CNN's folds (resuming finished ones): {name: list of fold results}."""
     makers = {
-        "svm_imagenet": (svm_classifier, lambda: imagenet_features(data, images, cfg, scaling, progress)),
-        "rr_gbm": (rr_classifier, lambda: rr_features_of(task, data, data_dir)),
+        "svm_imagenet": (svm_classifier, lambda: imagenet_features(data, images, cfg, scaling, progress),
+                         SVM_MAX_PER_CLASS),
+        "rr_gbm": (rr_classifier, lambda: rr_features_of(task, data, data_dir), None),
     }
     results = {}
-    for name, (make_classifier, features) in makers.items():
+    for name, (make_classifier, features, cap) in makers.items():
         saved = runs.load_fold(run_dir, f"baseline-{name}")
         if saved is None:
             _log(progress, f"baseline {name} on {len(folds)} folds")
-            saved = {"folds": predict_folds(make_classifier, features(), data.y, folds, cfg.seed)}
+            saved = {"folds": predict_folds(make_classifier, features(), data.y, folds, cfg.seed, cap)}
             runs.save_fold(run_dir, f"baseline-{name}", saved)
         results[name] = saved["folds"]
     return results
