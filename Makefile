@@ -39,7 +39,7 @@ test-all: install
 
 # The main job: data -> train -> convert -> device eval -> report, into runs/demo.
 demo: install
-	$(ECGEDGE) pipeline --task mitdb-rhythm4 --out runs/demo
+	$(ECGEDGE) pipeline --task multidb-rhythm5 --out runs/demo
 
 # Benchmarks are run on purpose, not as tests; pass options with BENCH_ARGS="...".
 bench: install

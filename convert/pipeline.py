@@ -70,7 +70,7 @@ class PipelineConfig:
     bench_windows : timed windows per bundle in the latency stage.
     """
 
-    task: str = "mitdb-rhythm4"
+    task: str = "multidb-rhythm5"
     backbone: str = "mobilenet_v1_0.25_128"
     weights: str = "imagenet"
     protocol: str = "records"
@@ -110,10 +110,10 @@ class PipelineConfig:
         }
 
 
-# ``--quick``: a smoke configuration for tests, four small MIT-BIH records that hold all four
-# classes of mitdb-rhythm4 between them, a couple of minutes on two cores.
+# ``--quick``: a smoke configuration for tests, mitdb-rhythm4 on four small MIT-BIH records that
+# hold all four of its classes between them, a couple of minutes on two cores.
 QUICK = {
-    "records": ("119", "200", "201", "217"), "epochs": 1, "n_folds": 2, "max_per_class": 16, "fine_tune": 0,
+    "task": "mitdb-rhythm4", "records": ("119", "200", "201", "217"), "epochs": 1, "n_folds": 2, "max_per_class": 16, "fine_tune": 0,
     "patience": 0, "baselines": False, "n_representative": 32, "bench_windows": 20,
 }
 
@@ -646,7 +646,7 @@ def _default(name):
                    f"holds its int8 conversion's weights [default: {_default('int8_grid')}].")
 @click.option("--no-baselines", is_flag=True, help="Skip the SVM and RR-interval baselines.")
 @click.option("--quick", is_flag=True,
-              help=f"Smoke configuration: records {','.join(QUICK['records'])}, {QUICK['epochs']} epoch, "
+              help=f"Smoke configuration: {QUICK['task']} on records {','.join(QUICK['records'])}, {QUICK['epochs']} epoch, "
                    f"{QUICK['n_folds']} folds, {QUICK['n_representative']} calibration windows.")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 @click.option("--verbose", is_flag=True,

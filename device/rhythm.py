@@ -14,6 +14,8 @@ of a standardised window at the model rate, then describes
   model rate to show.
 - the atrial activity (:func:`atrial_features`): whether the stretch before each QRS repeats
   from beat to beat, as a P wave does and fibrillatory waves do not.
+- how random the RR intervals are (:func:`rr_irregularity`): entropy measures that atrial
+  fibrillation's "irregularly irregular" rhythm raises and ectopic beats in sinus rhythm do not.
 
 Numbers that motivated it (mitdb-rhythm4, 5 folds by patient): gradient boosting on these
 features alone scored macro-F1 0.593, the spectrogram CNN 0.566 in the same budget, and the
@@ -43,7 +45,9 @@ BEAT_SHAPE_NAMES = (
 )
 SHARPNESS_NAMES = ("sharp_curvature_vs_slope", "sharp_curvature_vs_amplitude", "sharp_slope_vs_amplitude")
 ATRIAL_NAMES = ("p_consistency", "p_correlation")
-FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES + SHARPNESS_NAMES + ATRIAL_NAMES
+IRREGULARITY_NAMES = ("rr_turning_points", "rr_histogram_entropy", "rr_sample_entropy", "rr_cosen",
+                      "rr_trimmed_irregularity", "rr_pair_sum_ratio")
+FEATURE_NAMES = RR_STAT_NAMES + BEAT_SHAPE_NAMES + SHARPNESS_NAMES + ATRIAL_NAMES + IRREGULARITY_NAMES
 """Every rhythm feature, in the order :func:`window_rhythm_features` returns them. New features are
 appended, so a head trained on an earlier list reads its columns by name (:func:`feature_columns`)."""
 
@@ -324,6 +328,56 @@ def sharpness_features(x):
                      steepest_slope / amplitude])
 
 
+SAMPEN_TOLERANCE_S = 0.03
+"""Two RR intervals "match" in the sample entropy when they differ by at most 30 ms."""
+
+
+def rr_irregularity(rr):
+    """How random a window's RR intervals are: the marks of atrial fibrillation's irregularity.
+
+    Measured before it was built (CinC 2017, 5 folds, recording level, the rhythm head alone): these
+    six features on top of the 37 before raised the Challenge F1 from 0.766 to 0.778, AF's F1 from
+    0.779 to 0.810 and AF sensitivity / specificity from 0.844 / 0.969 to 0.864 / 0.974.
+
+    Parameters
+    ----------
+    rr : ndarray of shape (m,), float, seconds between successive detected beats.
+
+    Returns
+    -------
+    ndarray of shape (len(IRREGULARITY_NAMES),), float64: the turning-point ratio of the RR
+    series (about 2/3 for random intervals); the Shannon entropy of RR / median RR in 17 bins
+    over 0.3-2.0; the sample entropy (m = 1, tolerance 30 ms) and the coefficient of sample
+    entropy (COSEn: sample entropy + ln(2 x tolerance) - ln(mean RR), Lake and Moorman 2011);
+    the mean |successive difference| without the two largest, over the mean RR (an ectopic beat
+    makes two large differences); and the median |RR(i+2) - RR(i)| over the median RR (lag-2
+    differences: the alternation of bigeminy gives 0, fibrillation does not). NaN with fewer than 4 intervals
+    (the sample entropy also when no interval pair matches, the trimmed mean with fewer than 5).
+    """
+    rr = np.asarray(rr, dtype=np.float64)
+    out = np.full(len(IRREGULARITY_NAMES), np.nan)
+    if rr.size < 4:
+        return out
+    d = rr[1:] - rr[:-1]
+    median_rr = _median(rr)
+    out[0] = np.count_nonzero(d[1:] * d[:-1] < 0) / (d.size - 1)
+    counts = np.histogram(rr / median_rr, bins=np.linspace(0.3, 2.0, 18))[0]
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    out[1] = -np.sum(p * np.log(p))
+    close = np.abs(rr[:-1, None] - rr[None, :-1]) <= SAMPEN_TOLERANCE_S
+    upper = np.triu(np.ones_like(close), 1)
+    b = np.count_nonzero(close & upper)
+    a = np.count_nonzero(close & upper & (np.abs(rr[1:, None] - rr[None, 1:]) <= SAMPEN_TOLERANCE_S))
+    if a > 0 and b > 0:
+        out[2] = -np.log(a / b)
+        out[3] = out[2] + np.log(2 * SAMPEN_TOLERANCE_S) - np.log(rr.sum() / rr.size)
+    magnitude = np.sort(np.abs(d))
+    if magnitude.size > 3:
+        out[4] = magnitude[:-2].sum() / (magnitude.size - 2) / (rr.sum() / rr.size)
+    out[5] = _median(np.abs(d[1:] + d[:-1])) / median_rr
+    return out
+
+
 def window_rhythm_features(x, fs_in, cfg, standardized=None):
     """All rhythm features (``FEATURE_NAMES``) of one raw window.
 
@@ -343,8 +397,10 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None):
     beats = detect_beats(z, cfg.fs)
     # Centred before resampling (the resampler pads with zeros; see dsp.to_model_rate).
     at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x - np.mean(x), *resample_ratio(fs_in, SHARPNESS_FS))
-    return np.concatenate([rr_statistics(np.diff(beats) / cfg.fs), beat_shape_features(z, beats, cfg.fs),
-                           sharpness_features(at_sharpness_rate), atrial_features(z, beats, cfg.fs)])
+    rr = np.diff(beats) / cfg.fs
+    return np.concatenate([rr_statistics(rr), beat_shape_features(z, beats, cfg.fs),
+                           sharpness_features(at_sharpness_rate), atrial_features(z, beats, cfg.fs),
+                           rr_irregularity(rr)])
 
 
 def feature_columns(names):

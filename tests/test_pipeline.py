@@ -112,12 +112,27 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     assert metrics["config"]["epochs"] == QUICK["epochs"] and metrics["command"].startswith(("ecgedge", "python"))
 
 
+def test_metrics_headline_is_the_machine_readable_contract(quick_runs):
+    out, _, _ = quick_runs
+    metrics = json.loads((out / "metrics.json").read_text())
+    h = metrics["headline"]
+    assert {"task", "protocol", "level", "accuracy", "macro_f1", "af_se", "af_sp", "inconclusive_rate",
+            "challenge_f1"} <= set(h)
+    assert (h["task"], h["protocol"], h["level"]) == ("mitdb-rhythm4", "records", "window")  # mitdb labels time
+    device = metrics["per_database"]["device"]["mitdb"]
+    assert h["accuracy"] == device["accuracy"] and h["n"] == device["n_recordings"] == metrics["cross_validation"]["n_windows"]
+    # The headline is the int8 device's decision: its accuracy is the CV table's int8 CNN + rhythm head.
+    assert h["accuracy"] == pytest.approx(metrics["cross_validation"]["cnn_rhythm_int8"]["accuracy"])
+    report = (out / "report.md").read_text()
+    assert report.index("The device, per database") < report.index("Patient-wise results")
+
+
 def test_report_starts_with_the_patient_wise_numbers_and_has_its_plots(quick_runs):
     out, first, _ = quick_runs
     assert first.exit_code == 0, first.output
     report = (out / "report.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## Patient-wise results (records protocol)"
+    assert headings[:2] == ["## The device, per database (records protocol)", "## Patient-wise results (records protocol)"]
     assert headings[1:] == ["## int8 vs float", "## Device runtime", "## Latency (device runtime, one thread)",
                             "## Example held-out windows", "## Bundle"]
     assert "| **the device**: int8 CNN + rhythm head, each fold converted |" in report

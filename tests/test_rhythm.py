@@ -53,7 +53,29 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 37
+    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 43
+
+
+def test_rr_irregularity_tells_random_intervals_from_ectopic_beats():
+    names = list(rhythm.IRREGULARITY_NAMES)
+    rng = np.random.default_rng(0)
+    af = rng.uniform(0.45, 1.05, 14)  # irregularly irregular
+    sinus = np.full(14, 0.8)
+    sinus[[4, 9]] = 0.55  # two premature beats ...
+    sinus[[5, 10]] = 1.05  # ... each followed by its compensatory pause
+    f_af, f_sinus = (dict(zip(names, rhythm.rr_irregularity(rr))) for rr in (af, sinus))
+    assert f_af["rr_histogram_entropy"] > f_sinus["rr_histogram_entropy"] + 0.5
+    assert f_af["rr_cosen"] > f_sinus["rr_cosen"]
+    assert f_af["rr_trimmed_irregularity"] > 0.2 > f_sinus["rr_trimmed_irregularity"]
+    bigeminy = dict(zip(names, rhythm.rr_irregularity(np.tile([0.55, 1.05], 7))))
+    assert bigeminy["rr_pair_sum_ratio"] == 0.0 < f_af["rr_pair_sum_ratio"]  # alternation: lag-2 equal
+    # Sample entropy against its definition: -ln(A / B) over pairs i < j of template length 1 and 2.
+    rr, r = af, rhythm.SAMPEN_TOLERANCE_S
+    pairs = [(i, j) for i in range(len(rr) - 1) for j in range(i + 1, len(rr) - 1)]
+    b = sum(abs(rr[i] - rr[j]) <= r for i, j in pairs)
+    a = sum(abs(rr[i] - rr[j]) <= r and abs(rr[i + 1] - rr[j + 1]) <= r for i, j in pairs)
+    assert f_af["rr_sample_entropy"] == pytest.approx(-np.log(a / b))
+    assert np.isnan(rhythm.rr_irregularity(np.array([0.8, 0.8, 0.8]))).all()
 
 
 def with_atria(beat_s, p_wave, seed=0, fs=FS, seconds=10.0):
@@ -97,7 +119,7 @@ def test_a_flat_window_gives_nan_features_not_an_error():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
-    assert len(f) == 37 and f.pop("n_shaped_beats") == 0
+    assert len(f) == 43 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
 
 
@@ -292,7 +314,8 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     fs_model = with_head.cfg.fs
     beats = rhythm.detect_beats(z, fs_model)
     parts = [rhythm.rr_statistics(np.diff(beats) / fs_model), rhythm.beat_shape_features(z, beats, fs_model),
-             rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model)]
+             rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model),
+             rhythm.rr_irregularity(np.diff(beats) / fs_model)]
     np.testing.assert_array_equal(features, np.concatenate(parts))
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
