@@ -1,6 +1,6 @@
 """Backbone sweep: each available ImageNet MobileNet through the whole pipeline on one small budget.
 
-Every backbone runs :func:`ecgedge.convert.pipeline.run_pipeline` with the same records, epochs and
+Every backbone runs :func:`ecgedge.pipeline.pipeline.run_pipeline` with the same records, epochs and
 seed (so the same patient split), into ``WORK/<backbone>`` -- reused when up to date. The table
 gives the int8 bundle's size, its device-runtime latency (one thread) and its held-out accuracy;
 the Pareto plot shows which backbones no other beats on both latency and accuracy.
@@ -60,7 +60,7 @@ def pareto_front(rows, cost="invoke_ms", gain="test_int8_accuracy"):
 def run(names=None, weights="imagenet", epochs=3, records=DEFAULT_RECORDS, max_per_class=100, n_folds=2,
         work_dir="runs/backbones", data_dir=None, seed=0):
     """Run the pipeline for each backbone on the budget; returns {budget, rows, pareto}."""
-    from ecgedge.convert.pipeline import pipeline_config, run_pipeline
+    from ecgedge.pipeline.pipeline import pipeline_config, run_pipeline
 
     names = names or available_backbones(weights)
     if not names:

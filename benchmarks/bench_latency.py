@@ -22,15 +22,14 @@ device come from the same run on the same windows; compare runs by their ratios 
 their milliseconds. Throughput runs batches of ``batch`` windows per invoke.
 """
 
-import itertools
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ecgedge.convert.bench_scaling import record_paths
-from ecgedge.device.benchmark import _stats, _timed, interleaved, synthetic_ecg
+from ecgedge.benchmarks.bench_scaling import record_paths
+from ecgedge.device.benchmark import _stats, _timed, interleaved, synthetic_ecg, windows_of_records
 from ecgedge.device.errors import EcgEdgeError
 
 FS = 360.0
@@ -41,37 +40,6 @@ def seeded_windows(fs, length, n, seed):
     """``n`` windows of ``length`` samples, consecutive slices of one seeded synthetic ECG (list of ndarray)."""
     signal = synthetic_ecg(length * n, fs, seed)
     return [signal[i * length:(i + 1) * length] for i in range(n)]
-
-
-def windows_of_records(paths, window_s, n):
-    """``n`` raw windows of the WFDB records at ``paths`` (lead MLII, else the first).
-
-    Every record gives ``ceil(n / records)`` windows evenly spaced over its length, taken in
-    turns (the first window of each record, then the second, ...), so any leading part, the
-    warm-up included, spans many patients. Records shorter than a window give none; the others'
-    windows are then repeated to make ``n``.
-
-    Returns
-    -------
-    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
-    """
-    from ecgedge.device.wfdb_reader import read_signal
-
-    per_record = -(-n // len(paths))
-    by_record, rates = [], set()
-    for path in paths:
-        signal, fs, _ = read_signal(path, ["MLII"])
-        length = int(round(window_s * fs))
-        if signal.size < length:
-            continue
-        rates.add(fs)
-        starts = np.linspace(0, signal.size - length, per_record).astype(int)
-        by_record.append([signal[s:s + length] for s in starts])
-    if len(rates) != 1:
-        raise EcgEdgeError(f"latency windows need records of one sampling rate, at least {window_s} s long; "
-                           f"{Path(paths[0]).parent} has rates {sorted(rates)} among those")
-    in_turns = [w for windows in zip(*by_record) for w in windows]
-    return list(itertools.islice(itertools.cycle(in_turns), n)), rates.pop()
 
 
 def single_core_tensorflow():
@@ -283,7 +251,7 @@ def summary(results):
 
 def plot(path, results):
     """Latency bars of each implementation (DSP, invoke, end to end)."""
-    from ecgedge.convert.pipeline_report import plot_latency_bars
+    from ecgedge.pipeline.report import plot_latency_bars
 
     t = results["timings"]
     bars = {name: {"dsp": t["dsp"], **t[name]}

@@ -84,7 +84,7 @@ def child_main():
 
 def measure(bundle, paths, seconds, rhythm_head=True):
     """:func:`stream_cost` in a fresh single-threaded process (dict)."""
-    code = "from ecgedge.convert.bench_scaling import child_main; child_main()"
+    code = "from ecgedge.benchmarks.bench_scaling import child_main; child_main()"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     args = json.dumps({"bundle": str(bundle), "paths": paths, "seconds": seconds, "rhythm_head": rhythm_head})
     done = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True, env=env)

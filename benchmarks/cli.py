@@ -2,8 +2,8 @@
 
 Benchmarks are run on purpose, never as tests. Each writes ``<name>.json`` and ``<name>.png``
 into ``--results`` (default ``benchmarks/results``); every JSON records the machine, the versions
-(TensorFlow, LiteRT, numpy) and the exact command. The logic lives in ``convert/bench_*.py``;
-``benchmarks/*.py`` are thin ``python benchmarks/x.py`` entry points to these commands.
+(TensorFlow, LiteRT, numpy) and the exact command. The logic lives in ``bench_*.py`` beside
+this file; ``python -m ecgedge.benchmarks NAME`` is the same as ``ecgedge bench NAME``.
 """
 
 import json
@@ -62,7 +62,7 @@ def write_result(results_dir, name, results, plot):
     -------
     (json_path, png_path).
     """
-    from ecgedge.convert.pipeline import invoked_command, write_json
+    from ecgedge.pipeline.pipeline import invoked_command, write_json
 
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def bench():
 @RESULTS_OPTION
 def latency(pipeline_dir, bundle, float_bundle, run_dir, n, warmup, batch, source, data_dir, seed, results_dir):
     """Per-window latency on one core: Keras float (tf.function, batch 1) vs TFLite float32 vs int8."""
-    from ecgedge.convert import bench_latency
+    from ecgedge.benchmarks import bench_latency
 
     results = bench_latency.run(
         pipeline_path(bundle, pipeline_dir, "bundle"), pipeline_path(float_bundle, pipeline_dir, "bundle-float32"),
@@ -129,7 +129,7 @@ def latency(pipeline_dir, bundle, float_bundle, run_dir, n, warmup, batch, sourc
 @RESULTS_OPTION
 def accuracy(sources, results_dir):
     """Accuracy table of pipeline outputs or training runs (SOURCES; default runs/demo and runs/paper)."""
-    from ecgedge.convert import bench_accuracy
+    from ecgedge.benchmarks import bench_accuracy
 
     sources = sources or tuple(p for p in (DEFAULT_PIPELINE, "runs/paper") if Path(p).exists()) or (DEFAULT_PIPELINE,)
     results = bench_accuracy.run(sources)
@@ -151,7 +151,7 @@ def accuracy(sources, results_dir):
 @RESULTS_OPTION
 def backbones(backbones, weights, epochs, records, max_per_class, n_folds, work_dir, data_dir, seed, results_dir):
     """Backbone sweep on a fixed small split: int8 size, latency, accuracy; table and Pareto plot."""
-    from ecgedge.convert import bench_backbones
+    from ecgedge.benchmarks import bench_backbones
 
     results = bench_backbones.run(
         names=[b for b in backbones.split(",") if b] if backbones else None, weights=weights, epochs=epochs,
@@ -172,7 +172,7 @@ def backbones(backbones, weights, epochs, records, max_per_class, n_folds, work_
 @RESULTS_OPTION
 def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
     """Cost against signal length (real mitdb records concatenated, streamed): time, memory, real-time factor."""
-    from ecgedge.convert import bench_scaling
+    from ecgedge.benchmarks import bench_scaling
 
     lengths = [float(v) for v in lengths.split(",")] if lengths else bench_scaling.DEFAULT_LENGTHS_S
     results = bench_scaling.run(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir, rhythm_head)
@@ -190,7 +190,7 @@ def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
 @RESULTS_OPTION
 def robustness(pipeline_dir, bundle, data_dir, records, seed, results_dir):
     """Recorded noise (nstdb bw, ma) at 24..0 dB SNR, non-ECG input, units and offset."""
-    from ecgedge.convert import bench_robustness
+    from ecgedge.benchmarks import bench_robustness
 
     records = tuple(r for r in records.split(",") if r) if records else bench_robustness.DEFAULT_RECORDS
     results = bench_robustness.run(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records, seed=seed)

@@ -1,16 +1,18 @@
-"""``ecgedge device pack|push|selftest``: deployment commands of the device group.
+"""``ecgedge device pack|push|keygen|sign``: the host-side commands of the device group.
 
-Callbacks only parse options and call :mod:`ecgedge.device.pack` and
-:mod:`ecgedge.device.push`; they are registered on the ``device`` group in ``device/cli.py``.
+Callbacks only parse options and call :mod:`ecgedge.deploy.pack`, :mod:`ecgedge.deploy.push`
+and :mod:`ecgedge.device.signing` (``cli_sign``). They run on the machine that builds bundles,
+not on the device, so ``device/`` does not import them: the root CLI (``ecgedge.cli``) adds
+:data:`COMMANDS` to the ``device`` group when that group is invoked. ``ecgedge device
+selftest``, which runs on the device, stays in ``device/cli.py``.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from ecgedge.device.errors import EcgEdgeError
+from ecgedge.deploy.cli_sign import keygen, sign
 
 
 def _human_bytes(n):
@@ -39,7 +41,7 @@ def pack(bundle, out, target, python, offline, wheel, requirements_file, as_json
     Install it with `ecgedge device push PACK --host USER@HOST`, or on the device with
     `tar -xzf PACK && sh ecgedge-pack/install.sh`.
     """
-    from ecgedge.device.pack import build_pack
+    from ecgedge.deploy.pack import build_pack
 
     manifest = build_pack(bundle, out, target=target, python=python, offline=offline,
                           wheel=wheel, requirements_file=requirements_file)
@@ -73,7 +75,7 @@ def push(ctx, pack, host, prefix, port, identity, options, timeout, install_args
     Arguments after `--` go to install.sh (e.g. `-- --systemd --source /dev/ttyACM0 --fs 250`).
     The exit status is install.sh's; an unreachable host is exit 2.
     """
-    from ecgedge.device.push import push as push_pack
+    from ecgedge.deploy.push import push as push_pack
 
     status = push_pack(pack, host, prefix=prefix, port=port, identity=identity, options=options,
                        install_args=install_args, connect_timeout=timeout, echo=click.echo)
@@ -82,48 +84,4 @@ def push(ctx, pack, host, prefix, port, identity, options, timeout, install_args
     ctx.exit(status)
 
 
-def _installed_release():
-    """The release folder this ecgedge runs from (PREFIX/releases/<r>/venv/..), or None."""
-    release = Path(sys.prefix).parent
-    if (release / "bundle" / "model.json").is_file() and (release / "selftest.npz").is_file():
-        return release
-    return None
-
-
-@click.command("selftest")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="bundle folder (default: the installed release's)")
-@click.option("--windows", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="selftest.npz from the pack (default: the installed release's)")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@click.pass_context
-def selftest(ctx, bundle, windows, as_json):
-    """Classify the windows stored in the pack and compare with the results recorded at pack time.
-
-    Exit 0 when every label and probability matches (within 16 int8 output steps), 1 when
-    not, 2 for a missing or mismatched bundle or windows file.
-    """
-    from ecgedge.device.pack import run_selftest
-
-    release = _installed_release()
-    if bundle is None or windows is None:
-        if release is None:
-            raise EcgEdgeError("not running from an installed pack: pass --bundle and --windows")
-        bundle = bundle or release / "bundle"
-        windows = windows or release / "selftest.npz"
-    result = run_selftest(bundle, windows)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        for i, row in enumerate(result["windows"]):
-            diff = "refused" if row["max_abs_diff"] is None else f"max |dp| {row['max_abs_diff']:.2e}"
-            click.echo(f"selftest: window {i}: {row['label']} (pack time {row['label_expected']}), "
-                       f"{diff} {'ok' if row['ok'] else 'MISMATCH'}")
-        worst = "n/a" if result["max_abs_diff"] is None else f"{result['max_abs_diff']:.2e}"
-        click.echo(f"selftest: {'PASS' if result['ok'] else 'FAIL'}: {result['n']} windows of task "
-                   f"{result['task']} in {result['seconds']:.2f} s, max |dp| {worst} "
-                   f"(tolerance {result['tolerance']:.2e})")
-    ctx.exit(0 if result["ok"] else 1)
-
-
-COMMANDS = (pack, push, selftest)
+COMMANDS = (pack, push, keygen, sign)

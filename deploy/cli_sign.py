@@ -1,8 +1,9 @@
 """``ecgedge device keygen|sign``: the owner's Ed25519 key and bundle signatures.
 
-Callbacks only parse options and call :mod:`ecgedge.device.signing`; they are registered on
-the ``device`` group in ``device/cli.py``. A device checks signatures with ``--trust`` or
-``$ECGEDGE_TRUSTED_KEYS`` (see ``classifier_options`` there).
+Callbacks only parse options and call :mod:`ecgedge.device.signing`; ``deploy/cli.py`` lists
+them in its ``COMMANDS``, which the root CLI adds to the ``device`` group. Keys are made and
+bundles signed on the host; a device checks signatures with ``--trust`` or
+``$ECGEDGE_TRUSTED_KEYS`` (``classifier_options`` in ``device/cli.py``).
 """
 
 from pathlib import Path

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ecgedge.deploy.pack import TOP, read_pack_manifest
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.device.pack import TOP, read_pack_manifest
 
 SSH_UNREACHABLE = 255  # ssh's own exit status for connection and authentication errors
 

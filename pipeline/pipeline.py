@@ -18,8 +18,9 @@ Files in OUT::
 
 ``stages.json`` holds each finished stage's key: the SHA-256 of its settings and of the files it
 read (the Keras model, the bundles' hashes), so a stage reruns exactly when something it depends
-on changed. It lives in ``convert`` because it drives both ``train`` and ``convert`` (imports go
-``convert`` -> ``train`` -> ``device``); the heavy imports happen inside the stage functions.
+on changed. It has a room of its own because it drives ``train``, ``convert`` and ``device``
+(imports go ``pipeline`` -> ``device``, ``train``, ``convert``); the heavy imports happen inside
+the stage functions.
 """
 
 import hashlib
@@ -391,7 +392,7 @@ def bundle_latency(bundle_path, windows, fs, n):
 def latency_stage(ctx):
     """latency.json: DSP, invoke and end-to-end times of both bundles, one thread, on real windows
     of the held-out test records (real ECG costs the DSP more than a synthetic one)."""
-    from ecgedge.convert.bench_latency import windows_of_records
+    from ecgedge.device.benchmark import windows_of_records
 
     key = digest({"bundles": bundles_key(ctx), "n": ctx.cfg.bench_windows, "windows": "test records"})
 
@@ -410,8 +411,8 @@ def latency_stage(ctx):
 
 
 def report_stage(ctx, metrics):
-    """report.md and its plots (ecgedge.convert.pipeline_report)."""
-    from ecgedge.convert import pipeline_report
+    """report.md and its plots (ecgedge.pipeline.report)."""
+    from ecgedge.pipeline import report as pipeline_report
 
     key = digest({name: ctx.log.saved.get(name, {}).get("key") for name in STAGES if name != "report"})
 

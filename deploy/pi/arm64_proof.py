@@ -2,7 +2,7 @@
 
 Usage (root; needs qemu-user-static and debootstrap)::
 
-    python device/pi/arm64_proof.py --bundle BUNDLE --data $ECGEDGE_DATA/mitdb \\
+    python deploy/pi/arm64_proof.py --bundle BUNDLE --data $ECGEDGE_DATA/mitdb \\
         --records 100 201 203 --out arm64-proof.json
 
 Steps, each timed and written to the result JSON:
@@ -188,8 +188,9 @@ def main(argv=None):
         result["steps"]["rootfs_s"] = round(secs, 1)
     shutil.copy2(QEMU, root / QEMU.lstrip("/"))
 
+    from ecgedge.deploy.pack import build_pack, read_pack_manifest
     from ecgedge.device.bundle import load_bundle
-    from ecgedge.device.pack import build_pack, probability_tolerance, read_pack_manifest
+    from ecgedge.device.selftest import probability_tolerance
 
     if args.pack:
         pack_path, manifest = args.pack, read_pack_manifest(args.pack)

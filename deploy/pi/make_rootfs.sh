@@ -2,7 +2,7 @@
 # Build an arm64 Debian root filesystem (the userland of 64-bit Raspberry Pi OS) that runs
 # under qemu user-mode emulation on an x86_64 host, for the ecgedge arm64 proof.
 #
-# Usage: sudo device/pi/make_rootfs.sh [ROOT]
+# Usage: sudo deploy/pi/make_rootfs.sh [ROOT]
 #   ROOT  target folder (default: $ECGEDGE_ROOTFS or ~/.cache/ecgedge/arm64-rootfs)
 # Environment:
 #   ECGEDGE_DEBIAN_MIRROR  Debian mirror (default: the host's Debian mirror from its apt

@@ -57,8 +57,8 @@ def test_latency_of_a_bundle_with_a_rhythm_head_also_times_the_model_alone(rhyth
 
 
 def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
-    from ecgedge.convert.bench_latency import windows_of_records
-    from ecgedge.convert.bench_scaling import record_paths
+    from ecgedge.device.benchmark import windows_of_records
+    from ecgedge.benchmarks.bench_scaling import record_paths
 
     signals = [wfdb_record(tmp_path / "mitdb", name, 100.0, seconds, leads=("V1", "MLII"), seed=i)[:, 1]
                for i, (name, seconds) in enumerate([("r1", 30.0), ("r2", 4.0), ("r3", 50.0)])]
@@ -74,8 +74,8 @@ def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
 
 
 def test_latency_windows_refuse_records_shorter_than_a_window(wfdb_record, tmp_path):
-    from ecgedge.convert.bench_latency import windows_of_records
-    from ecgedge.convert.bench_scaling import record_paths
+    from ecgedge.device.benchmark import windows_of_records
+    from ecgedge.benchmarks.bench_scaling import record_paths
 
     wfdb_record(tmp_path / "mitdb", "r1", 100.0, 4.0)
     with pytest.raises(EcgEdgeError, match="at least 5.0 s long"):
@@ -112,7 +112,7 @@ def test_scaling_can_leave_the_rhythm_head_out(rhythm_bundle, physionet_dir, tmp
 
 
 def test_backbone_pareto_front_and_table():
-    from ecgedge.convert.bench_backbones import markdown_table, pareto_front
+    from ecgedge.benchmarks.bench_backbones import markdown_table, pareto_front
 
     rows = [
         {"backbone": "a", "invoke_ms": 0.2, "test_int8_accuracy": 0.80},

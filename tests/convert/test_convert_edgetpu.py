@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from ecgedge.cli import cli
 from ecgedge.convert.edgetpu import MAX_OP_VERSIONS, SUPPORTED_OPS, check_edgetpu, parse_compiler_log
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CORAL = REPO.parent / "shared" / "weights" / "imagenet" / "coral-tflite"
 
 

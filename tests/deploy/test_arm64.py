@@ -1,6 +1,6 @@
 """The Raspberry Pi (arm64) proof under qemu user-mode emulation (slow: minutes).
 
-Runs ``device/pi/arm64_proof.py``: builds (or reuses) the arm64 Debian bookworm root filesystem,
+Runs ``deploy/pi/arm64_proof.py``: builds (or reuses) the arm64 Debian bookworm root filesystem,
 packs the bundle for linux-aarch64 / Python 3.11 with every wheel, installs it inside the root
 filesystem with no network, runs the self-test and ``device eval`` on a real MIT-BIH record
 there and on this host, and requires every window's probabilities to agree within 16 int8
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROOF = REPO / "device" / "pi" / "arm64_proof.py"
 
 

@@ -25,9 +25,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import ecgedge.device
+import ecgedge.deploy
 
-PACKFILES = Path(ecgedge.device.__file__).resolve().parent / "packfiles"
+PACKFILES = Path(ecgedge.deploy.__file__).resolve().parent / "packfiles"
 INSTALL_PY = PACKFILES / "install.py"
 HOST = sysconfig.get_platform()
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -393,7 +393,7 @@ def real_pack(tiny_bundle, tmp_path_factory):
     """A pack of the tiny int8 bundle for this machine (no dependency wheels)."""
     if HOST not in ("linux-x86_64", "linux-aarch64"):
         pytest.skip(f"packs target Linux x86_64 or aarch64, this is {HOST}")
-    from ecgedge.device.pack import build_pack
+    from ecgedge.deploy.pack import build_pack
 
     out = tmp_path_factory.mktemp("install_pack") / "pack.tar.gz"
     build_pack(tiny_bundle.path, out)

@@ -20,8 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
+from ecgedge.deploy.pack import TOP, build_pack, read_pack_manifest, synthetic_ecg
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.device.pack import TOP, build_pack, read_pack_manifest, run_selftest, synthetic_ecg
+from ecgedge.device.selftest import run_selftest
 
 HOST = sysconfig.get_platform()
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -97,7 +98,7 @@ def test_pack_contents_and_hashes(online_pack, int8_bundle):
         files = set(whl.namelist())
         meta = next(n for n in files if n.endswith(".dist-info/METADATA"))
         assert "Provides-Extra: device" in whl.read(meta).decode()
-    assert {"ecgedge/device/runtime.py", "ecgedge/device/packfiles/install.py"} <= files
+    assert {"ecgedge/device/runtime.py", "ecgedge/deploy/packfiles/install.py"} <= files
     assert not any(n.startswith(("tests/", "ecgedge/tests/")) for n in files)
 
 
@@ -360,7 +361,7 @@ def _umask():
 
 def _fake_install(site, files, record_extra=()):
     """An installed distribution as pip leaves it: files under ``site`` and a RECORD with their hashes."""
-    from ecgedge.device.pack import _record_hash
+    from ecgedge.deploy.pack import _record_hash
 
     info = "ecgedge-9.8.7.dist-info"
     files = {**files, f"{info}/METADATA": b"Metadata-Version: 2.1\nName: ecgedge\nVersion: 9.8.7\n",
@@ -381,11 +382,11 @@ def test_installed_wheel_rebuilds_the_package_from_its_record(tmp_path):
     import zipfile
     from importlib import metadata
 
-    from ecgedge.device.pack import installed_wheel
+    from ecgedge.deploy.pack import installed_wheel
 
     site = tmp_path / "site"
     package = {"ecgedge/__init__.py": b"", "ecgedge/cli.py": b"def main():\n    return 0\n",
-               "ecgedge/device/runtime.py": b"X = 1\n", "ecgedge/device/packfiles/install.sh": b"#!/bin/sh\n",
+               "ecgedge/device/runtime.py": b"X = 1\n", "ecgedge/deploy/packfiles/install.sh": b"#!/bin/sh\n",
                "ecgedge/__pycache__/cli.cpython-311.pyc": b"\x00bytecode",
                "other_project/__init__.py": b"# not ours\n"}
     info = _fake_install(site, package, record_extra=["../../../bin/ecgedge,sha256=abc,10"])
@@ -396,7 +397,7 @@ def test_installed_wheel_rebuilds_the_package_from_its_record(tmp_path):
         names = whl.namelist()
         blobs = {n: whl.read(n) for n in names}
     meta = "ecgedge-9.8.7.dist-info"
-    assert names == ["ecgedge/__init__.py", "ecgedge/cli.py", "ecgedge/device/packfiles/install.sh",
+    assert names == ["ecgedge/__init__.py", "ecgedge/cli.py", "ecgedge/deploy/packfiles/install.sh",
                      "ecgedge/device/runtime.py", f"{meta}/METADATA", f"{meta}/WHEEL",
                      f"{meta}/entry_points.txt", f"{meta}/top_level.txt", f"{meta}/RECORD"]
     for rel in ("ecgedge/cli.py", "ecgedge/device/runtime.py"):
@@ -433,7 +434,7 @@ def test_pack_from_a_non_editable_install(int8_bundle, tmp_path):
     The virtualenv sees this one's dependencies through a .pth line (no network), not its
     editable ecgedge; the project is built from a copy of the tree (nothing written into it).
     """
-    from ecgedge.device.pack import SOURCE_IGNORE, source_root
+    from ecgedge.deploy.pack import SOURCE_IGNORE, source_root
 
     if HOST not in ("linux-x86_64", "linux-aarch64"):
         pytest.skip(f"packs target Linux x86_64 or aarch64, this is {HOST}")
@@ -469,7 +470,7 @@ def test_pack_from_a_non_editable_install(int8_bundle, tmp_path):
         blob = tar.extractfile(f"{TOP}/{wheel}").read()
     with zipfile.ZipFile(io.BytesIO(blob)) as whl:
         files = set(whl.namelist())
-        assert whl.read("ecgedge/device/packfiles/install.py") == (src / "device/packfiles/install.py").read_bytes()
+        assert whl.read("ecgedge/deploy/packfiles/install.py") == (src / "deploy/packfiles/install.py").read_bytes()
         assert whl.read("ecgedge/device/runtime.py") == (src / "device/runtime.py").read_bytes()
     assert not any(n.endswith(".pyc") or "__pycache__" in n for n in files)
     # The rebuilt wheel installs and runs (pip checks its RECORD and WHEEL).
@@ -480,6 +481,6 @@ def test_pack_from_a_non_editable_install(int8_bundle, tmp_path):
                           "--disable-pip-version-check", "--target", str(target), str(whl_path)],
                          capture_output=True, text=True, env=clean, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    probe = subprocess.run([str(python), "-c", "import ecgedge.device.pack as p; print(p.__file__)"],
+    probe = subprocess.run([str(python), "-c", "import ecgedge.deploy.pack as p; print(p.__file__)"],
                            capture_output=True, text=True, env=dict(clean, PYTHONPATH=str(target)), check=True)
     assert Path(probe.stdout.strip()).is_relative_to(target)

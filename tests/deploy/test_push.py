@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
+from ecgedge.deploy.push import push, remote_install_command
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.device.push import push, remote_install_command
 
 SSHD = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.path.exists(p)), None)
 
@@ -92,7 +92,7 @@ Subsystem sftp internal-sftp
 @pytest.fixture(scope="module")
 def pack_x86(tiny_bundles, tmp_path_factory):
     """An offline pack for this machine's system python3 (the interpreter sshd's shell finds)."""
-    from ecgedge.device.pack import build_pack
+    from ecgedge.deploy.pack import build_pack
 
     if sysconfig.get_platform() != "linux-x86_64":
         pytest.skip("the loopback push installs an x86_64 pack")

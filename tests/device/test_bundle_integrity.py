@@ -29,7 +29,7 @@ from ecgedge.device.bundle import (
 from ecgedge.device.errors import BundleError, EcgEdgeError
 from ecgedge.device.trees import MAX_TREE_BYTES, Trees, load_trees
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FS = 360.0
 
 
@@ -52,7 +52,7 @@ def write_raw(path, manifest):
 
 
 def install_module():
-    spec = importlib.util.spec_from_file_location("ecgedge_install", REPO / "device" / "packfiles" / "install.py")
+    spec = importlib.util.spec_from_file_location("ecgedge_install", REPO / "deploy" / "packfiles" / "install.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

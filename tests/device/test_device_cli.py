@@ -16,7 +16,7 @@ from ecgedge.device.benchmark import synthetic_ecg
 
 FS = 360.0
 WINDOW = 720  # tiny bundle: 2 s windows, hop 1 s
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args, input=None):

@@ -39,7 +39,7 @@ from ecgedge.device.errors import EcgEdgeError
 FS = 360  # Hz of every built input; the tiny bundle's windows are 2 s (720 samples), hop 1 s
 WINDOW = 720
 TIMEOUT_S = 60
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE = object()  # stands for the bundle folder in a case's arguments
 
 

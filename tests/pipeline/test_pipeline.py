@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.convert.pipeline import QUICK, STAGES, pipeline_config
+from ecgedge.pipeline.pipeline import QUICK, STAGES, pipeline_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,6 +1,6 @@
 """The pipeline report's example figure names its spectrogram channels by what they are."""
 
-from ecgedge.convert.pipeline_report import channel_titles
+from ecgedge.pipeline.report import channel_titles
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.train.tasks import load_task
 

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY = SpectrogramConfig(fs=128.0, window_s=4.0, hop=16, channels=((64, 64),), n_freq=32)
 CLASSES = ("NSR", "AF", "VENT", "OTHER")
-DATA = Path(os.environ.get("ECGEDGE_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "physionet")
+DATA = Path(os.environ.get("ECGEDGE_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "physionet")
 RECORDS = ["201", "202", "203", "208", "210", "219", "221", "222"]
 QUICK = dict(epochs=1, n_folds=2, batch_size=16, progress=False, weights="none")
 

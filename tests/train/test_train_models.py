@@ -11,7 +11,7 @@ from ecgedge.device.errors import EcgEdgeError
 from ecgedge.train import augment, models
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED_WEIGHTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "weights" / "imagenet"
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights" / "imagenet"
 WEIGHTS = Path(os.environ.get("ECGEDGE_WEIGHTS") or SHARED_WEIGHTS)
 
 
