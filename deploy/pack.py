@@ -64,10 +64,11 @@ FALLBACK_NOTE = ("# Fallback where ai-edge-litert has no wheel (e.g. 32-bit Rasp
                  "#   replace the ai-edge-litert line with tflite-runtime; ecgedge imports\n"
                  "#   ai_edge_litert, then tflite_runtime, then tensorflow.lite.\n")
 # Files of the repository that are not part of the wheel's source (kept out of the copy the
-# wheel is built from, so a build never writes into the working tree).
+# wheel is built from, so a build never writes into the working tree). benchmarks/ is a package
+# (ecgedge.benchmarks); only its committed results stay out.
 SOURCE_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-    ".hypothesis", "tests", "benchmarks", "runs", ".cache", ".whl", ".gl", "*.tar.gz", ".ci")
+    ".hypothesis", "tests", "results", "runs", ".cache", ".whl", ".gl", "*.tar.gz", ".ci")
 SELFTEST_WINDOWS = 6
 SELFTEST_FS = 360.0
 
