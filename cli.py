@@ -17,8 +17,14 @@ COMMANDS = {
     "train": ("ecgedge.train.cli", "train", "Train a MobileNet spectrogram classifier and cross-validate it."),
     "convert": ("ecgedge.convert.cli", "convert", "Quantize to TFLite bundles, verify, check Edge TPU, export C."),
     "device": ("ecgedge.device.cli", "device", "The on-device runtime: run, eval, bench, pack, push."),
-    "bench": ("ecgedge.convert.bench", "bench", "Benchmarks of the device against the desktop reference."),
-    "pipeline": ("ecgedge.convert.pipeline", "pipeline", "The main job: data -> train -> convert -> device eval -> report."),
+    "bench": ("ecgedge.benchmarks.cli", "bench", "Benchmarks of the device against the desktop reference."),
+    "pipeline": ("ecgedge.pipeline.pipeline", "pipeline", "The main job: data -> train -> convert -> device eval -> report."),
+}
+# group name -> (module, attribute): commands of another room that join a group when it runs.
+# `ecgedge device pack|push|keygen|sign` run on the host, so they live in deploy/ and device/
+# imports none of them; the user-facing CLI is the same.
+GROUP_EXTRAS = {
+    "device": ("ecgedge.deploy.cli", "COMMANDS"),
 }
 
 
@@ -37,7 +43,12 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         try:
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
+            if name in GROUP_EXTRAS:
+                extra_module, extra_attr = GROUP_EXTRAS[name]
+                for extra in getattr(importlib.import_module(extra_module), extra_attr):
+                    command.add_command(extra)
+            return command
         except ImportError as exc:
             missing = getattr(exc, "name", None) or str(exc)
             extra = "device" if module.startswith("ecgedge.device") else "train"

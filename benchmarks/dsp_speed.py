@@ -1,7 +1,7 @@
 """DSP speed: ``window_image`` of this tree against the committed one (``git show REV:device/dsp.py``).
 
-Usage: python benchmarks/dsp_speed.py [--rev HEAD] [--task mitdb-rhythm4] [--n 400]
-       [--out benchmarks/results/dsp_speed.json]
+Usage: python -m ecgedge.benchmarks.dsp_speed [--rev HEAD] [--task mitdb-rhythm4] [--n 400]
+       [--out benchmarks/results/dsp_speed.json]   (or: python benchmarks/dsp_speed.py ...)
 
 Seeded 10 s windows at 360 Hz (MIT-BIH's rate) with the task's SpectrogramConfig (``--task ''``:
 the SpectrogramConfig defaults); warm-up

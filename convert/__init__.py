@@ -1,5 +1,5 @@
-"""ecgedge.convert: Keras -> TFLite, verification, Edge TPU check, C export; today also the main
-job (``ecgedge pipeline``) and the benchmarks.
+"""ecgedge.convert: Keras -> TFLite, quantization, verification, Edge TPU check, C export, and
+the per-fold int8 evaluation that cross-validation uses.
 
 Imports: convert -> device, train (the run folder, data and models of a training run).
 """

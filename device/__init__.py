@@ -2,5 +2,6 @@
 
 numpy and a LiteRT interpreter only: it imports no TensorFlow, scipy, scikit-learn or wfdb.
 
-Imports: device -> nothing of ours (``train`` and ``convert`` stand on it, never the reverse).
+Imports: device -> nothing of ours (every other room stands on it, never the reverse; the
+host-side ``ecgedge device pack|push|keygen|sign`` live in ``ecgedge.deploy``).
 """

@@ -1,8 +1,10 @@
 """Timing the device runtime on one window: DSP, inference and end to end (``device bench``)."""
 
+import itertools
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -135,3 +137,34 @@ def bench(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
+
+
+def windows_of_records(paths, window_s, n):
+    """``n`` raw windows of the WFDB records at ``paths`` (lead MLII, else the first).
+
+    Every record gives ``ceil(n / records)`` windows evenly spaced over its length, taken in
+    turns (the first window of each record, then the second, ...), so any leading part, the
+    warm-up included, spans many patients. Records shorter than a window give none; the others'
+    windows are then repeated to make ``n``.
+
+    Returns
+    -------
+    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
+    """
+    from ecgedge.device.wfdb_reader import read_signal
+
+    per_record = -(-n // len(paths))
+    by_record, rates = [], set()
+    for path in paths:
+        signal, fs, _ = read_signal(path, ["MLII"])
+        length = int(round(window_s * fs))
+        if signal.size < length:
+            continue
+        rates.add(fs)
+        starts = np.linspace(0, signal.size - length, per_record).astype(int)
+        by_record.append([signal[s:s + length] for s in starts])
+    if len(rates) != 1:
+        raise EcgEdgeError(f"latency windows need records of one sampling rate, at least {window_s} s long; "
+                           f"{Path(paths[0]).parent} has rates {sorted(rates)} among those")
+    in_turns = [w for windows in zip(*by_record) for w in windows]
+    return list(itertools.islice(itertools.cycle(in_turns), n)), rates.pop()

@@ -98,7 +98,7 @@ def bundle_digest(manifest, file_sha256):
     file_sha256 : dict {file name in the bundle: hex sha256 of its bytes} of every file the
         manifest names (the model, the rhythm head).
 
-    ``device/packfiles/install.py`` computes the same with the standard library on the device.
+    ``deploy/packfiles/install.py`` computes the same with the standard library on the device.
     """
     body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
     return hashlib.sha256(canonical_json({"files": dict(file_sha256), "manifest": body})).hexdigest()

@@ -1,14 +1,19 @@
-"""``ecgedge device``: run, evaluate and benchmark a bundle on the device.
+"""``ecgedge device``: run, evaluate, benchmark and self-test a bundle on the device.
 
 Callbacks parse options and call library functions; the runtime is imported inside them, so
 ``ecgedge device --help`` imports neither numpy's heavy users nor an interpreter. New commands
 join the group with ``@device.command()`` and, when they load a bundle, ``@classifier_options``
-plus :func:`load_classifier`.
+plus :func:`load_classifier`. The host-side ``pack``, ``push``, ``keygen`` and ``sign`` live in
+``ecgedge.deploy.cli``; the root CLI adds them to this group, so this room imports none of them.
 """
 
 import json
+import sys
+from pathlib import Path
 
 import click
+
+from ecgedge.device.errors import EcgEdgeError
 
 
 @click.group()
@@ -347,9 +352,45 @@ def bench(bundle, edgetpu, cpu_fallback, threads, rhythm_head, as_json, n, fs, s
                f"model {result['model_bytes']} bytes  peak RSS {result['peak_rss_mib']} MiB")
 
 
+def _installed_release():
+    """The release folder this ecgedge runs from (PREFIX/releases/<r>/venv/..), or None."""
+    release = Path(sys.prefix).parent
+    if (release / "bundle" / "model.json").is_file() and (release / "selftest.npz").is_file():
+        return release
+    return None
 
-from ecgedge.device.cli_pack import COMMANDS as PACK_COMMANDS  # noqa: E402 (pack, push, selftest)
-from ecgedge.device.cli_sign import COMMANDS as SIGN_COMMANDS  # noqa: E402 (keygen, sign)
 
-for _command in PACK_COMMANDS + SIGN_COMMANDS:
-    device.add_command(_command)
+@device.command("selftest")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="bundle folder (default: the installed release's)")
+@click.option("--windows", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="selftest.npz from the pack (default: the installed release's)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.pass_context
+def selftest(ctx, bundle, windows, as_json):
+    """Classify the windows stored in the pack and compare with the results recorded at pack time.
+
+    Exit 0 when every label and probability matches (within 16 int8 output steps), 1 when
+    not, 2 for a missing or mismatched bundle or windows file.
+    """
+    from ecgedge.device.selftest import run_selftest
+
+    release = _installed_release()
+    if bundle is None or windows is None:
+        if release is None:
+            raise EcgEdgeError("not running from an installed pack: pass --bundle and --windows")
+        bundle = bundle or release / "bundle"
+        windows = windows or release / "selftest.npz"
+    result = run_selftest(bundle, windows)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for i, row in enumerate(result["windows"]):
+            diff = "refused" if row["max_abs_diff"] is None else f"max |dp| {row['max_abs_diff']:.2e}"
+            click.echo(f"selftest: window {i}: {row['label']} (pack time {row['label_expected']}), "
+                       f"{diff} {'ok' if row['ok'] else 'MISMATCH'}")
+        worst = "n/a" if result["max_abs_diff"] is None else f"{result['max_abs_diff']:.2e}"
+        click.echo(f"selftest: {'PASS' if result['ok'] else 'FAIL'}: {result['n']} windows of task "
+                   f"{result['task']} in {result['seconds']:.2f} s, max |dp| {worst} "
+                   f"(tolerance {result['tolerance']:.2e})")
+    ctx.exit(0 if result["ok"] else 1)

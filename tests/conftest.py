@@ -48,7 +48,7 @@ def cache_dir(tmp_path, monkeypatch):
     return path
 
 
-# --- converter fixtures (tests/test_convert*.py) -------------------------------------------
+# --- converter fixtures (tests/convert/, tests/deploy/) -------------------------------------
 # A tiny but real training run: a synthetic 4-class task (one sine frequency per class, 2 s
 # windows at 64 Hz, a 32x32x2 spectrogram), a small conv net trained for a few epochs, and the
 # run directory files ecgedge.train.runs.load_run reads. The windows replace
@@ -149,15 +149,6 @@ def tiny_bundles(tiny_run, tmp_path_factory):
                 for q in ("int8", "float16", "float32")}
 
 
-@pytest.fixture
-def tiny_windows(tiny_run, monkeypatch, cache_dir):
-    """Make the converter read the tiny run's synthetic windows instead of PhysioNet data."""
-    from ecgedge.convert import rundir
-
-    monkeypatch.setattr(rundir, "load_split_windows", lambda run, split, data_dir=None: tiny_run.windows[split])
-    return tiny_run.windows
-
-
 def write_wfdb_record(db_dir, name, fs, seconds, annotations=(), leads=("ECG1", "ECG2"), seed=0):
     """Write a small synthetic WFDB record (format 16) and its ``atr`` annotations.
 
@@ -201,7 +192,7 @@ def wfdb_record():
     return write_wfdb_record
 
 
-# --- device fixtures (tests/test_device_*.py) ----------------------------------------------
+# --- device fixtures (tests/device/, tests/deploy/, tests/benchmarks/) ---------------------
 # A small real int8 bundle of the mitdb-rhythm4 classes: an untrained conv net (its accuracy
 # means nothing) on a 32x32x2 spectrogram of 2 s windows at 128 Hz, quantized with 16 seeded
 # ECG-like images. Only the runtime's plumbing is under test, so no training is needed.
