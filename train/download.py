@@ -21,6 +21,12 @@ from ecgedge.device.errors import EcgEdgeError
 PHYSIONET_URL = "https://physionet.org/"
 _DB_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
+# Databases whose records do not sit at the root of a PhysioNet project of their own name:
+# name -> (PhysioNet path of the records, files beside them that are not records). CinC 2017's
+# training recordings are the folder training/ of the project challenge-2017, and their labels
+# are its REFERENCE.csv (the final, version-3 labels; REFERENCE-original.csv holds the first ones).
+SOURCES = {"cinc2017": ("challenge-2017/training", ("REFERENCE.csv",))}
+
 
 def physionet_url(url=None):
     """Root URL of PhysioNet: ``url``, else ``$ECGEDGE_PHYSIONET_URL``, else physionet.org."""
@@ -80,7 +86,8 @@ def download_database(name, data_dir, url=None):
 
     Parameters
     ----------
-    name : database slug, e.g. ``"afdb"``.
+    name : database slug, e.g. ``"afdb"``; ``"cinc2017"`` fetches the CinC 2017 training set
+        (:data:`SOURCES`).
     data_dir : data root (created if missing).
     url : PhysioNet root URL; default :func:`physionet_url`.
 
@@ -103,8 +110,13 @@ def download_database(name, data_dir, url=None):
     staging.mkdir(parents=True)
     try:
         # wfdb prints progress on stdout; keep stdout for the command's own output.
+        source, extra = SOURCES.get(name, (name, ()))
         with _wfdb_pointed_at(url), contextlib.redirect_stdout(sys.stderr):
-            wfdb.dl_database(name, str(staging))
+            wfdb.dl_database(source, str(staging))
+            if extra:
+                project, _, folder = source.partition("/")
+                wfdb.dl_files(project, str(staging), [f"{folder}/{f}" if folder else f for f in extra],
+                              keep_subdirs=False)
         if not any(staging.rglob("*.hea")):
             raise EcgEdgeError(f"{url} served no WFDB records for {name}; is the name right?")
         _move_into_place(staging, dest)

@@ -121,3 +121,35 @@ def test_unknown_database_is_a_clear_error(physionet_server, tmp_path):
         download_database("nosuchdb", tmp_path, url)
     with pytest.raises(EcgEdgeError, match="PhysioNet slugs such as 'afdb', got '../etc'"):
         download_database("../etc", tmp_path, url)
+
+
+def test_cinc2017_is_fetched_from_its_challenge_project_with_its_labels(tmp_path, wfdb_record):
+    """cinc2017 lives in challenge-2017/<version>/training/ with REFERENCE.csv beside its records."""
+    site = tmp_path / "site"
+    files = site / "files" / "challenge-2017" / "1.0.0"
+    training = files / "training"
+    wfdb_record(training, "A00001", 300, 12, leads=("ECG",))
+    wfdb_record(training, "A00002", 300, 12, leads=("ECG",), seed=1)
+    (training / "REFERENCE.csv").write_text("A00001,N\nA00002,A\n")
+    (files / "RECORDS").write_text("training/\n")
+    page = site / "content" / "challenge-2017"
+    (page / "1.0.0" / "training").mkdir(parents=True)
+    (page / "index.html").write_text("<html><p>Version: 1.0.0</p></html>\n")
+    (page / "1.0.0" / "index.html").write_text("<html></html>\n")
+    (page / "1.0.0" / "training" / "index.html").write_text("<html></html>\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        folder = download_database("cinc2017", tmp_path / "data", f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert folder == tmp_path / "data" / "cinc2017"
+    assert sorted(p.name for p in folder.iterdir()) == ["A00001.dat", "A00001.hea", "A00002.dat", "A00002.hea",
+                                                        "REFERENCE.csv"]
+    from ecgedge.train.tasks import load_task
+
+    windows = load_windows(load_task("cinc2017"), tmp_path / "data", progress=False, cache_dir=tmp_path / "cache")
+    assert windows.label.tolist() == ["(N", "(AFIB"]  # 12 s recordings: one 10 s window each
