@@ -196,3 +196,21 @@ def robustness(pipeline_dir, bundle, data_dir, records, seed, results_dir):
     results = bench_robustness.run(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records, seed=seed)
     click.echo(bench_robustness.summary(results))
     _done(write_result(results_dir, "robustness", results, bench_robustness.plot))
+
+
+@bench.command()
+@click.option("--pipeline", "pipeline_dir", default=DEFAULT_PIPELINE, show_default=True)
+@click.option("--bundle", default=None, help="int8 bundle [default: PIPELINE/bundle].")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of PhysioNet databases; mitdb records are streamed [default: $ECGEDGE_DATA].")
+@click.option("--hours", type=click.FloatRange(min=0.01), default=24.0, show_default=True,
+              help="Hours of signal to stream.")
+@RESULTS_OPTION
+def stream(pipeline_dir, bundle, data_dir, hours, results_dir):
+    """Memory of 'ecgedge device run --input -' over a long stdin stream (hours of real ECG as text)."""
+    from ecgedge.benchmarks import bench_stream
+    from ecgedge.benchmarks.bench_scaling import record_paths
+
+    results = bench_stream.run(pipeline_path(bundle, pipeline_dir, "bundle"), record_paths(data_dir), hours)
+    click.echo(bench_stream.summary(results))
+    _done(write_result(results_dir, "stream", results, bench_stream.plot))

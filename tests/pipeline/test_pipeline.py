@@ -63,7 +63,7 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
     out, first, _ = quick_runs
     assert first.exit_code == 0, first.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics)[:4] == ["task", "protocol", "protocol_note", "cross_validation"]
+    assert list(metrics)[:6] == ["headline", "per_database", "task", "protocol", "protocol_note", "cross_validation"]
     assert metrics["protocol"] == "records" and "patient" in metrics["protocol_note"]
     cv = metrics["cross_validation"]
     assert cv["n_folds"] == 2 and 0 <= cv["cnn"]["accuracy"] <= 1 and "svm_imagenet" not in cv
@@ -133,7 +133,7 @@ def test_report_starts_with_the_patient_wise_numbers_and_has_its_plots(quick_run
     report = (out / "report.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## The device, per database (records protocol)", "## Patient-wise results (records protocol)"]
-    assert headings[1:] == ["## int8 vs float", "## Device runtime", "## Latency (device runtime, one thread)",
+    assert headings[2:] == ["## int8 vs float", "## Device runtime", "## Latency (device runtime, one thread)",
                             "## Example held-out windows", "## Bundle"]
     assert "| **the device**: int8 CNN + rhythm head, each fold converted |" in report
     metrics = json.loads((out / "metrics.json").read_text())
