@@ -127,7 +127,7 @@ def _sample_chunks(classifier, input_path, fs, lead, fmt, chunk):
         return fs, stream_stdin(detect_format(STDIN, fmt), chunk(fs), lead)
     signal = read_input(input_path, fs, lead, fmt, preference)
     length = classifier.window_samples(signal.fs)
-    # A recording a little shorter than a window is wrapped around to one, as training did.
+    # A recording a little shorter than a window is padded to one, as training did.
     samples = pad_to_window(signal.samples, length) if len(signal.samples) < length else signal.samples
     if samples is None:
         raise EcgEdgeError(
@@ -154,7 +154,7 @@ def run(bundle, edgetpu, cpu_fallback, threads, rhythm_head, input_path, fs, lea
     classified have "label": null and a "reason". With --summary, a last line {"summary":
     {"episodes", "time_s", "burden", "recording"}}: "recording" is the whole input's one answer
     by the bundle's decision rule, {"label" (null: inconclusive), "reason", "probs", ...}.
-    An input a little shorter than one window (at least half of it) is wrapped around to one.
+    An input a little shorter than one window (at least half of it) is padded to one with its mean.
     """
     from ecgedge.device.errors import EcgEdgeError
     from ecgedge.device.decision import RecordingAccumulator

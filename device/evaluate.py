@@ -4,7 +4,7 @@ Windows are labelled and cut by :mod:`ecgedge.device.labels`, the functions trai
 rhythm notes (each rhythm runs from its ``+`` annotation to the next change), CUDB's ``[``/``]``
 VF episodes, or one label per recording from a reference file (CinC 2017), as the bundle's
 manifest says for a database of the folder's name. Windows of ``window_s`` start every
-``hop_s`` inside each interval; a recording shorter than a window gives one wrapped window.
+``hop_s`` inside each interval; a recording shorter than a window gives one window padded with its mean.
 Intervals whose label is not in the bundle's ``label_map`` give no windows; their windows are
 counted as skipped.
 
@@ -126,7 +126,7 @@ def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fall
     hop = max(int(round(hop_s * header.fs)), 1)
     x, starts, window_labels, skipped = labels.cut_windows(
         signal, labelled_intervals(record_path, source, len(signal)), length, hop, label_map,
-        wrap_short=source["labels"] in ("reference", "record"))
+        pad_short=source["labels"] in ("reference", "record"))
     return RecordWindows(Path(record_path).name, x, starts, list(window_labels), header.fs,
                          header.signals[channel].name, Counter(skipped))
 

@@ -26,8 +26,12 @@ How a database gives labelled time (a task's ``[databases.NAME] labels = ...``):
 
 Recordings shorter than one window (16 of CinC 2017's 8,528 last 9.0-9.9 s against 10 s
 windows) are not dropped: a recording of at least ``MIN_RECORDING_FRACTION`` of a window gives
-one window, wrapped around (its start repeated after its end, see :func:`pad_to_window`); the
-device pads a short input file the same way.
+one window, padded with its own mean (:func:`pad_to_window`); the device pads a short input file
+the same way. Chosen by measurement: 1,328 held-out CinC recordings cut to 9.0 s and padded to
+10 s, classified by the multidb-rhythm5 bundle, were right 70.2 % of the time padded with their
+mean, 69.1 % holding the last sample, 66.1 % wrapped around (the junction looks like an irregular
+beat) and 65.9 % mirrored, against 75.6 % for their first full 10 s; skipping them would leave them
+all unanswered.
 """
 
 import csv
@@ -39,7 +43,7 @@ import numpy as np
 from ecgedge.device.errors import DataError
 
 MIN_RECORDING_FRACTION = 0.5
-"""A recording shorter than a window but at least this part of it gives one wrapped window."""
+"""A recording shorter than a window but at least this part of it gives one padded window."""
 
 
 def _clean(aux):
@@ -189,11 +193,12 @@ def window_starts(start, stop, length, hop):
 
 
 def pad_to_window(x, length):
-    """A recording shorter than one window, wrapped around to ``length`` samples.
+    """A recording shorter than one window, padded to ``length`` samples with its mean.
 
-    The recording is repeated from its start after its end (``np.resize``), so the rhythm goes
-    on with one junction, rather than a flat stretch that the quality checks would refuse.
-    Recordings of fewer than ``MIN_RECORDING_FRACTION * length`` samples give None.
+    A flat stretch at the recording's mean reads as a pause, which the model and the rhythm
+    features take better than a wrapped-around junction (see the module docstring). Recordings
+    of fewer than ``MIN_RECORDING_FRACTION * length`` samples give None (the quality checks
+    would call them a flat line).
 
     Returns
     -------
@@ -204,14 +209,14 @@ def pad_to_window(x, length):
         return x[:length]
     if x.size < MIN_RECORDING_FRACTION * length:
         return None
-    return np.resize(x, length)
+    return np.concatenate([x, np.full(length - x.size, np.mean(x), dtype=x.dtype)])
 
 
-def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
+def cut_windows(signal, intervals, length, hop, keep, pad_short=False):
     """Windows of ``signal`` lying entirely inside one interval whose label is in ``keep``.
 
-    With ``wrap_short`` (databases that label whole recordings), a recording shorter than a
-    window gives one window wrapped around by :func:`pad_to_window`.
+    With ``pad_short`` (databases that label whole recordings), a recording shorter than a
+    window gives one window padded by :func:`pad_to_window`.
 
     Parameters
     ----------
@@ -219,7 +224,7 @@ def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
     intervals : list of ``(start, stop, label)``.
     length, hop : int, samples.
     keep : container of the labels to keep.
-    wrap_short : wrap a recording shorter than a window into one (see above).
+    pad_short : pad a recording shorter than a window into one (see above).
 
     Returns
     -------
@@ -233,7 +238,7 @@ def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
     for start, stop, label in intervals:
         s = window_starts(start, stop, length, hop)
         short = None
-        if wrap_short and s.size == 0 and start == 0 and stop == n:
+        if pad_short and s.size == 0 and start == 0 and stop == n:
             short = pad_to_window(signal[:n], length)
             s = np.zeros(0 if short is None else 1, dtype=np.int64)
         if label not in keep:

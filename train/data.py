@@ -31,7 +31,7 @@ from ecgedge.device.errors import DataError, EcgEdgeError
 from ecgedge.device.evaluate import list_records
 from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
 
-CACHE_VERSION = 2  # raise when windows, images or rhythm features would come out differently
+CACHE_VERSION = 3  # raise when windows, images or rhythm features would come out differently
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
 DEFAULT_CACHE = Path("~/.cache/ecgedge/cache")
 # Beat annotation symbols (wfdb's ``is_qrs`` codes): what an RR-interval baseline needs.
@@ -307,10 +307,10 @@ def window_starts(interval, length, hop):
     return labels.window_starts(interval.start, interval.stop, length, hop)
 
 
-def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
+def cut_windows(signal, intervals, length, hop, keep, pad_short=False):
     """Windows of ``signal`` lying entirely inside one interval whose label is in ``keep``
-    (:func:`ecgedge.device.labels.cut_windows`; with ``wrap_short``, a recording shorter than a
-    window gives one wrapped window).
+    (:func:`ecgedge.device.labels.cut_windows`; with ``pad_short``, a recording shorter than a
+    window gives one padded window).
 
     Returns
     -------
@@ -318,7 +318,7 @@ def cut_windows(signal, intervals, length, hop, keep, wrap_short=False):
     starts : ndarray of shape (k,), int64, samples.
     label : ndarray of shape (k,), str.
     """
-    x, starts, label, _ = labels.cut_windows(signal, intervals, length, hop, keep, wrap_short)
+    x, starts, label, _ = labels.cut_windows(signal, intervals, length, hop, keep, pad_short)
     return x, starts, label
 
 
@@ -441,7 +441,7 @@ def _compute_record_windows(task, db, db_dir, record):
     length = int(round(task.window_s * rec.fs))
     hop = max(int(round(task.hop_s * rec.fs)), 1)
     x, starts, label = cut_windows(rec.signal, intervals, length, hop, task.labels_for(db),
-                                   wrap_short=db.labels in ("reference", "record"))
+                                   pad_short=db.labels in ("reference", "record"))
     fs = rec.fs
     if task.fs and task.fs != rec.fs:
         # Resample each window exactly as the device would resample its raw window.

@@ -96,7 +96,7 @@ def test_input_shorter_than_a_window(tiny_bundle, tmp_path):
     result = invoke("run", "--bundle", tiny_bundle.path, "--input", tmp_path / "short.npy", "--fs", FS)
     assert result.exit_code == 2
     assert "has 300 samples (0.833333 s at 360 Hz), shorter than half a 2 s window (720 samples)" in result.stderr
-    # At least half a window: wrapped around into one window, as training wraps short recordings.
+    # At least half a window: padded with its mean into one window, as training pads short recordings.
     x = synthetic_ecg(500, FS, seed=0)
     np.save(tmp_path / "short.npy", x)
     result = invoke("run", "--bundle", tiny_bundle.path, "--input", tmp_path / "short.npy", "--fs", FS)
@@ -104,7 +104,7 @@ def test_input_shorter_than_a_window(tiny_bundle, tmp_path):
     (row,) = lines(result)
     from ecgedge.device.runtime import Classifier
 
-    wrapped = Classifier(tiny_bundle).classify_window(np.resize(x, 720), FS)
+    wrapped = Classifier(tiny_bundle).classify_window(np.concatenate([x, np.full(220, x.mean())]), FS)
     assert row["label"] == wrapped.label
     stdin = invoke("run", "--bundle", tiny_bundle.path, "--input", "-", "--fs", FS, input="1\n2\n3\n")
     assert stdin.exit_code == 2 and "the input had 3 samples" in stdin.stderr

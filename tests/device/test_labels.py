@@ -28,7 +28,8 @@ def test_cinc2017_reference_has_the_published_counts(cinc_dir):
 def test_cinc2017_windows_per_recording_and_short_recordings_wrapped(cinc_dir, cache_dir):
     task = load_task("cinc2017")
     # A00001 N, 30 s -> 5 windows; A00004 A, 30 s -> 5; A00592 (A, 2,996 samples, 9.99 s) and
-    # A05493 (N, 2,714 samples, 9.05 s) are shorter than a window: one wrapped window each.
+    # A05493 (N, 2,714 samples, 9.05 s) are shorter than a window: one window each, padded with
+    # its mean.
     names = ["A00001", "A00004", "A00592", "A05493"]
     windows = load_windows(task, cinc_dir.parent, names, progress=False, cache_dir=cache_dir)
     per = {r: int((windows.record == f"cinc2017/{r}").sum()) for r in names}
@@ -37,7 +38,7 @@ def test_cinc2017_windows_per_recording_and_short_recordings_wrapped(cinc_dir, c
     assert set(windows.label[windows.record == "cinc2017/A00004"]) == {"(AFIB"}
     short = read_record(cinc_dir, "A05493", ("ECG",)).signal
     np.testing.assert_array_equal(windows.x[windows.record == "cinc2017/A05493"][0],
-                                  np.resize(short, 3000).astype(np.float32))
+                                  np.concatenate([short, np.full(3000 - short.size, short.mean())]).astype(np.float32))
     # Each recording is its own patient (the Challenge publishes no patient ids).
     assert len(set(windows.patient)) == 4
     summary = summarize(windows, task)
@@ -47,7 +48,7 @@ def test_cinc2017_windows_per_recording_and_short_recordings_wrapped(cinc_dir, c
 
 def test_pad_to_window_refuses_less_than_half_a_window():
     assert labels.pad_to_window(np.arange(4), 10) is None
-    np.testing.assert_array_equal(labels.pad_to_window(np.arange(6), 10), [0, 1, 2, 3, 4, 5, 0, 1, 2, 3])
+    np.testing.assert_array_equal(labels.pad_to_window(np.arange(6.0), 10), [0, 1, 2, 3, 4, 5, 2.5, 2.5, 2.5, 2.5])
 
 
 def test_reference_file_errors(tmp_path):
