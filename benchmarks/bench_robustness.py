@@ -110,6 +110,7 @@ def non_ecg(classifier, fs=360.0, seed=0):
 def units_and_offset(classifier, data_root, records):
     """Share of windows whose label is unchanged in uV, ADC-count-like scale + offset, +20 mV, +1000 mV."""
     x, _, fs = _labelled_windows(classifier, data_root, records)
+    x = x.astype(np.float64)  # as the device's readers give them (float32 + 1000 mV loses bits)
     reference = [r.label for r in classifier.classify_windows(x, fs)]
     variants = {"uV": x * 1000.0, "ADC counts (x200 + 1024)": x * 200.0 + 1024.0, "+20 mV": x + 20.0,
                 "+1000 mV": x + 1000.0}
