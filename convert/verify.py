@@ -17,6 +17,7 @@ from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.metrics import classification_metrics
 from ecgedge.device.rhythm import combine, feature_columns
 from ecgedge.device.trees import load_trees
+from ecgedge.train.data import rhythm_features_of
 from ecgedge.train.train import predict_proba
 
 DEFAULT_THRESHOLD = 0.98
@@ -167,7 +168,8 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)
     if bundle.rhythm_head_path is not None:
-        features = rundir.rhythm_features_of(windows, bundle.spectrogram)[:, feature_columns(bundle.rhythm_features)]
+        features = rhythm_features_of(windows, bundle.spectrogram, progress=False)
+        features = features[:, feature_columns(bundle.rhythm_features)]
         head = load_trees(bundle.rhythm_head_path).predict_proba(features)
         combined = compare(combine(float_scores, head), combine(tflite_scores, head), windows.y, bundle.classes,
                            windows.record, windows.start_s, threshold=threshold, top_k=0)

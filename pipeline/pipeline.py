@@ -8,7 +8,7 @@ redoes them all)::
     convert  int8 bundle (the deliverable) and a float32 bundle of the same model (quantize_run)
     verify   float Keras vs each bundle on the held-out test records (verify_bundle)
     device   the device runtime (int8) against the test records' rhythm annotations (evaluate)
-    latency  timings of both bundles on test-record windows, one thread (device.benchmark.bench)
+    latency  timings of both bundles on test-record windows, one thread (device.benchmark.measure_window_latency)
     report   report.md with its PNG plots
 
 Files in OUT::
@@ -177,7 +177,7 @@ class StageLog:
         """The key ``name`` last finished with, or None."""
         return self.saved.get(name, {}).get("key")
 
-    def run(self, name, key, outputs_valid, compute):
+    def run_stage(self, name, key, outputs_valid, compute):
         """Run ``compute()`` unless stage ``name`` finished with ``key`` and ``outputs_valid()``.
 
         Returns
@@ -249,7 +249,7 @@ def data_stage(ctx):
         ctx.windows = windows
         write_json(ctx.path("data.json"), summarize(windows, ctx.task, per_record=True))
 
-    ctx.log.run("data", data_key(ctx), lambda: ctx.path("data.json").is_file(), compute)
+    ctx.log.run_stage("data", data_key(ctx), lambda: ctx.path("data.json").is_file(), compute)
 
 
 def train_key(ctx):
@@ -277,7 +277,7 @@ def train_stage(ctx):
                   int8_eval=fold_int8_evaluator(ctx.cfg.n_representative, ctx.cfg.seed),
                   **ctx.cfg.train_options())
 
-    ctx.log.run("train", key, lambda: _loads(load_run, ctx.path(RUN_DIR)), compute)
+    ctx.log.run_stage("train", key, lambda: _loads(load_run, ctx.path(RUN_DIR)), compute)
 
 
 def model_sha256(ctx):
@@ -310,7 +310,7 @@ def convert_stage(ctx):
     def valid():
         return _loads(load_bundle, ctx.path(BUNDLE_DIR)) and _loads(load_bundle, ctx.path(FLOAT_BUNDLE_DIR))
 
-    ctx.log.run("convert", key, valid, compute)
+    ctx.log.run_stage("convert", key, valid, compute)
 
 
 def bundles_key(ctx):
@@ -330,7 +330,7 @@ def verify_stage(ctx):
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))
         })
 
-    ctx.log.run("verify", key, lambda: set(read_json(ctx.path("verify.json")) or {}) == {"int8", "float32"},
+    ctx.log.run_stage("verify", key, lambda: set(read_json(ctx.path("verify.json")) or {}) == {"int8", "float32"},
                 compute)
 
 
@@ -377,15 +377,16 @@ def device_stage(ctx):
         total = load_run(ctx.path(RUN_DIR)).metrics["deploy"]["split"]["test"]["windows"]
         write_json(ctx.path("device_eval.json"), device_eval(ctx.path(BUNDLE_DIR), records, ctx.progress, total))
 
-    ctx.log.run("device", key, lambda: read_json(ctx.path("device_eval.json")) is not None, compute)
+    ctx.log.run_stage("device", key, lambda: read_json(ctx.path("device_eval.json")) is not None, compute)
 
 
 def bundle_latency(bundle_path, windows, fs, n):
-    """``ecgedge.device.benchmark.bench`` of a bundle on one interpreter thread, on ``windows`` (dict)."""
-    from ecgedge.device.benchmark import bench
+    """``ecgedge.device.benchmark.measure_window_latency`` of a bundle on one interpreter thread, on ``windows``
+    (dict)."""
+    from ecgedge.device.benchmark import measure_window_latency
     from ecgedge.device.runtime import Classifier
 
-    return {**bench(Classifier(bundle_path, num_threads=1), fs=fs, n=n, windows=windows),
+    return {**measure_window_latency(Classifier(bundle_path, num_threads=1), fs=fs, n=n, windows=windows),
             "windows": "held-out test records"}
 
 
@@ -406,7 +407,7 @@ def latency_stage(ctx):
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))
         })
 
-    ctx.log.run("latency", key, lambda: set(read_json(ctx.path("latency.json")) or {}) == {"int8", "float32"},
+    ctx.log.run_stage("latency", key, lambda: set(read_json(ctx.path("latency.json")) or {}) == {"int8", "float32"},
                 compute)
 
 
@@ -422,7 +423,7 @@ def report_stage(ctx, metrics):
     def compute():
         pipeline_report.write_report(ctx.out, ctx.task, metrics, ctx.path(BUNDLE_DIR), ctx.data_dir, ctx.cfg.seed)
 
-    ctx.log.run("report", key, valid, compute)
+    ctx.log.run_stage("report", key, valid, compute)
 
 
 # ---------------------------------------------------------------------------------------------

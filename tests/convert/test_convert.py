@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
-from ecgedge.convert.quantize import balanced_indices, check_per_channel, check_quantizable
+from ecgedge.convert.quantize import calibration_indices, check_per_channel, check_quantizable
 from ecgedge.convert.tflite import keras_to_tflite
 from ecgedge.convert.tflite_model import op_code_name, parse_model, serialize_model, tensor_name
 from ecgedge.convert.verify import compare, verify_bundle
@@ -32,19 +32,19 @@ def copy_bundle(bundle, dest):
 
 # --- the representative set --------------------------------------------------------------
 
-def test_balanced_indices_are_balanced_seeded_and_share_out_a_rare_class():
+def test_calibration_indices_are_balanced_seeded_and_share_out_a_rare_class():
     y = np.array([0] * 500 + [1] * 300 + [2] * 10 + [3] * 190)
-    idx = balanced_indices(y, 100, seed=3)
+    idx = calibration_indices(y, 100, seed=3)
     assert np.bincount(y[idx], minlength=4).tolist() == [30, 30, 10, 30]
-    assert np.array_equal(idx, balanced_indices(y, 100, seed=3))
-    assert not np.array_equal(idx, balanced_indices(y, 100, seed=4))
+    assert np.array_equal(idx, calibration_indices(y, 100, seed=3))
+    assert not np.array_equal(idx, calibration_indices(y, 100, seed=4))
     assert len(np.unique(idx)) == 100
-    assert np.array_equal(balanced_indices(y, 5000), np.arange(1000))
+    assert np.array_equal(calibration_indices(y, 5000), np.arange(1000))
 
 
-def test_balanced_indices_refuses_empty_requests():
+def test_calibration_indices_refuses_empty_requests():
     with pytest.raises(EcgEdgeError, match="n > 0 windows, got 0"):
-        balanced_indices(np.array([0, 1]), 0)
+        calibration_indices(np.array([0, 1]), 0)
 
 
 # --- one interpreter factory: file or bytes -----------------------------------------------
