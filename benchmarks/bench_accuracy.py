@@ -53,7 +53,7 @@ def source_row(source):
     return row
 
 
-def run(sources):
+def accuracy_table(sources):
     """The table of every source, with the paper's figure beside it (dict, JSON-ready)."""
     rows = [source_row(s) for s in sources]
     paper_rows = [r for r in rows if r["protocol"] == "paper" and r["cnn"]]

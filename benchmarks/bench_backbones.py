@@ -57,8 +57,8 @@ def pareto_front(rows, cost="invoke_ms", gain="test_int8_accuracy"):
     return front
 
 
-def run(names=None, weights="imagenet", epochs=3, records=DEFAULT_RECORDS, max_per_class=100, n_folds=2,
-        work_dir="runs/backbones", data_dir=None, seed=0):
+def compare_backbones(names=None, weights="imagenet", epochs=3, records=DEFAULT_RECORDS, max_per_class=100,
+                      n_folds=2, work_dir="runs/backbones", data_dir=None, seed=0):
     """Run the pipeline for each backbone on the budget; returns {budget, rows, pareto}."""
     from ecgedge.pipeline.pipeline import pipeline_config, run_pipeline
 

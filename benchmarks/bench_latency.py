@@ -177,8 +177,8 @@ def targets(results):
     return out
 
 
-def run(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, seed=0, fs=FS, source="mitdb",
-        data_dir=None):
+def measure_latency(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, batch=32, seed=0, fs=FS,
+                    source="mitdb", data_dir=None):
     """Time DSP, Keras float, TFLite float32 and int8 on the same windows.
 
     Parameters

@@ -118,7 +118,7 @@ def units_and_offset(classifier, data_root, records):
             for name, v in variants.items()}
 
 
-def run(bundle, data_dir=None, records=DEFAULT_RECORDS, snrs_db=DEFAULT_SNRS_DB, seed=0):
+def measure_robustness(bundle, data_dir=None, records=DEFAULT_RECORDS, snrs_db=DEFAULT_SNRS_DB, seed=0):
     """All three parts, JSON-ready."""
     from ecgedge.device.runtime import Classifier
     from ecgedge.train.data import data_root

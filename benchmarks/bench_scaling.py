@@ -103,7 +103,7 @@ def linear_fit(x, y):
             "r2": float(1 - np.sum(residual ** 2) / total) if total > 0 else 1.0}
 
 
-def run(bundle, lengths_s=DEFAULT_LENGTHS_S, data_dir=None, rhythm_head=True):
+def measure_scaling(bundle, lengths_s=DEFAULT_LENGTHS_S, data_dir=None, rhythm_head=True):
     """Measure every length; fit time against length; report memory spread and real-time factors.
 
     ``rhythm_head=False`` times the bundle's model alone, without its rhythm head.

@@ -48,7 +48,7 @@ def _text_blocks(paths, hours, lead=("MLII",)):
             return
 
 
-def run(bundle, record_paths, hours=24.0, sample_every_s=2.0):
+def measure_stream_memory(bundle, record_paths, hours=24.0, sample_every_s=2.0):
     """Stream ``hours`` of ECG into ``ecgedge device run --input - --format text``; sample its RSS.
 
     Returns

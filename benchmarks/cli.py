@@ -116,7 +116,7 @@ def latency(pipeline_dir, bundle, float_bundle, run_dir, n, warmup, batch, sourc
     """Per-window latency on one core: Keras float (tf.function, batch 1) vs TFLite float32 vs int8."""
     from ecgedge.benchmarks import bench_latency
 
-    results = bench_latency.run(
+    results = bench_latency.measure_latency(
         pipeline_path(bundle, pipeline_dir, "bundle"), pipeline_path(float_bundle, pipeline_dir, "bundle-float32"),
         pipeline_path(run_dir, pipeline_dir, "run"), n=n, warmup=warmup, batch=batch, seed=seed, source=source,
         data_dir=data_dir)
@@ -132,7 +132,7 @@ def accuracy(sources, results_dir):
     from ecgedge.benchmarks import bench_accuracy
 
     sources = sources or tuple(p for p in (DEFAULT_PIPELINE, "runs/paper") if Path(p).exists()) or (DEFAULT_PIPELINE,)
-    results = bench_accuracy.run(sources)
+    results = bench_accuracy.accuracy_table(sources)
     click.echo(bench_accuracy.markdown_table(results))
     _done(write_result(results_dir, "accuracy", results, bench_accuracy.plot))
 
@@ -153,7 +153,7 @@ def backbones(backbones, weights, epochs, records, max_per_class, n_folds, work_
     """Backbone sweep on a fixed small split: int8 size, latency, accuracy; table and Pareto plot."""
     from ecgedge.benchmarks import bench_backbones
 
-    results = bench_backbones.run(
+    results = bench_backbones.compare_backbones(
         names=[b for b in backbones.split(",") if b] if backbones else None, weights=weights, epochs=epochs,
         records=tuple(r for r in records.split(",") if r) if records else bench_backbones.DEFAULT_RECORDS,
         max_per_class=max_per_class, n_folds=n_folds, work_dir=work_dir, data_dir=data_dir, seed=seed)
@@ -175,7 +175,8 @@ def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
     from ecgedge.benchmarks import bench_scaling
 
     lengths = [float(v) for v in lengths.split(",")] if lengths else bench_scaling.DEFAULT_LENGTHS_S
-    results = bench_scaling.run(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir, rhythm_head)
+    results = bench_scaling.measure_scaling(pipeline_path(bundle, pipeline_dir, "bundle"), lengths, data_dir,
+                                            rhythm_head)
     click.echo(json.dumps(results["fit"]))
     _done(write_result(results_dir, "scaling", results, bench_scaling.plot))
 
@@ -193,7 +194,8 @@ def robustness(pipeline_dir, bundle, data_dir, records, seed, results_dir):
     from ecgedge.benchmarks import bench_robustness
 
     records = tuple(r for r in records.split(",") if r) if records else bench_robustness.DEFAULT_RECORDS
-    results = bench_robustness.run(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records, seed=seed)
+    results = bench_robustness.measure_robustness(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records,
+                                                  seed=seed)
     click.echo(bench_robustness.summary(results))
     _done(write_result(results_dir, "robustness", results, bench_robustness.plot))
 
@@ -211,6 +213,7 @@ def stream(pipeline_dir, bundle, data_dir, hours, results_dir):
     from ecgedge.benchmarks import bench_stream
     from ecgedge.benchmarks.bench_scaling import record_paths
 
-    results = bench_stream.run(pipeline_path(bundle, pipeline_dir, "bundle"), record_paths(data_dir), hours)
+    results = bench_stream.measure_stream_memory(pipeline_path(bundle, pipeline_dir, "bundle"), record_paths(data_dir),
+                                                 hours)
     click.echo(bench_stream.summary(results))
     _done(write_result(results_dir, "stream", results, bench_stream.plot))

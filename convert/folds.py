@@ -9,7 +9,7 @@ run's metrics, beside the float ``cnn``.
 
 import numpy as np
 
-from ecgedge.convert.quantize import balanced_indices
+from ecgedge.convert.quantize import calibration_indices
 from ecgedge.convert.runtime import predict
 from ecgedge.convert.tflite import keras_to_tflite
 
@@ -27,8 +27,8 @@ def fold_int8_evaluator(n_representative, seed=0):
     """
 
     def evaluate(model, images, fold, y, float_pred):
-        picked = fold.train[np.sort(balanced_indices(y[fold.train], n_representative, seed=seed,
-                                                     n_classes=model.output_shape[-1]))]
+        picked = fold.train[np.sort(calibration_indices(y[fold.train], n_representative, seed=seed,
+                                                        n_classes=model.output_shape[-1]))]
         calibration = np.asarray([images[i] for i in picked], dtype=np.float32)
         model_content = keras_to_tflite(model, "int8", calibration)
         proba = predict(model_content, (images[i] for i in fold.test))

@@ -29,8 +29,8 @@ from ecgedge.train.rhythm_head import HEAD_FILE
 DEFAULT_REPRESENTATIVE = 1000
 
 
-def balanced_indices(y, n, seed=0, n_classes=None):
-    """A seeded, class-balanced sample of row indices.
+def calibration_indices(y, n, seed=0, n_classes=None):
+    """The calibration draw: a seeded, class-balanced sample of ``n`` row indices.
 
     Each class present gets ``n // k`` rows (k = classes present) drawn without replacement;
     a class with fewer rows gives all it has and the remainder is shared by the other classes,
@@ -137,7 +137,7 @@ def representative_set(run, n, seed=0, data_dir=None):
     """
     windows = rundir.load_split_windows(run, "train", data_dir)
     classes = list(run.task.class_names)
-    idx = balanced_indices(windows.y, n, seed=seed, n_classes=len(classes))
+    idx = calibration_indices(windows.y, n, seed=seed, n_classes=len(classes))
     images = np.asarray(rundir.images_of(windows.subset(idx), run.task.spectrogram))
     counts = np.bincount(np.asarray(windows.y)[idx], minlength=len(classes))
     record = {

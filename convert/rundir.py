@@ -86,13 +86,6 @@ def images_of(windows, cfg):
     return window_images(windows, cfg, progress=False)
 
 
-def rhythm_features_of(windows, cfg):
-    """Rhythm features of ``windows`` (ecgedge.device.rhythm): ndarray (n, n_features) float64 (cached)."""
-    from ecgedge.train.data import rhythm_features_of as features_of
-
-    return features_of(windows, cfg, progress=False)
-
-
 def load_keras_model(path):
     """Load a ``.keras`` model; EcgEdgeError naming the file when Keras can not read it."""
     import keras

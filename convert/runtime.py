@@ -1,36 +1,17 @@
-"""Reading a converted model's input/output quantization from its bytes, before a bundle exists.
+"""Reading a converted model's input/output quantization and scores from its bytes, before a
+bundle exists.
 
 Verification runs bundles through the device's own ``ecgedge.device.runtime.Classifier``; this
-module only loads in-memory bytes (the device's ``make_interpreter`` takes a file path),
-following the same import chain (``ai_edge_litert``, ``tflite_runtime``, ``tensorflow.lite``).
+module runs in-memory bytes through the same pieces: the device's interpreter factory
+(``ecgedge.device.interpreter.make_interpreter(model_content=...)``), its ``invoke`` and the
+int8 arithmetic of ``ecgedge.device.quant``.
 """
 
 import numpy as np
 
+from ecgedge.device import quant
 from ecgedge.device.errors import EcgEdgeError
-
-
-def make_interpreter(model_content, source="<bytes>"):
-    """A TFLite interpreter with tensors allocated, from the model's bytes.
-
-    Raises EcgEdgeError when no interpreter is installed or the bytes are not a loadable model.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            try:
-                from tensorflow.lite import Interpreter
-            except ImportError:
-                raise EcgEdgeError("running a .tflite model needs an interpreter: pip install ai-edge-litert") from None
-    try:
-        interpreter = Interpreter(model_content=bytes(model_content))
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise EcgEdgeError(f"{source} can not be loaded by the TFLite interpreter ({exc})") from None
-    return interpreter
+from ecgedge.device.interpreter import invoke, make_interpreter
 
 
 def io_quantization(detail):
@@ -54,7 +35,7 @@ def model_io(model_content, source="<bytes>"):
     -------
     (input, output): two dicts with shape, dtype, scale, zero_point.
     """
-    interpreter = make_interpreter(model_content, source)
+    interpreter, _ = make_interpreter(model_content=model_content, source=source)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise EcgEdgeError(f"{source} must have one input and one output, got {len(inputs)} and {len(outputs)}")
@@ -64,25 +45,20 @@ def model_io(model_content, source="<bytes>"):
 def predict(model_content, images, source="<bytes>"):
     """Class scores of a converted model for ``images``, one window per invoke.
 
-    An int8 model's input is quantized and its output dequantized with the model's own scales
-    (``ecgedge.device.quant``, as the device runtime does); a float model runs as it is.
+    The steps of the device's ``Classifier.classify_image``: an int8 model's input is quantized
+    and its output dequantized (``ecgedge.device.quant``) with the model's own scales; a float
+    model runs as it is.
 
     Returns
     -------
     ndarray of shape (len(images), n_classes), float32.
     """
-    from ecgedge.device.quant import dequantize, quantize
-
-    interpreter = make_interpreter(model_content, source)
+    interpreter, _ = make_interpreter(model_content=model_content, source=source)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     in_q, out_q = io_quantization(inp), io_quantization(out)
     scores = []
     for image in images:
-        x = np.asarray(image, dtype=np.float32)[None]
-        if in_q["dtype"] != "float32":
-            x = quantize(x, in_q["scale"], in_q["zero_point"], np.dtype(in_q["dtype"]))
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0]
-        scores.append(y if out_q["dtype"] == "float32" else dequantize(y, out_q["scale"], out_q["zero_point"]))
+        x = quant.model_input(np.asarray(image, dtype=np.float32), in_q["scale"], in_q["zero_point"], in_q["dtype"])
+        y = invoke(interpreter, inp, out, x)
+        scores.append(quant.model_output(y, out_q["scale"], out_q["zero_point"]))
     return np.asarray(scores, dtype=np.float32).reshape(len(scores), -1)

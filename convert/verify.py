@@ -14,18 +14,13 @@ from ecgedge.convert import rundir
 from ecgedge.convert.runtime import model_io
 from ecgedge.device.bundle import load_bundle
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device.metrics import classification_metrics
 from ecgedge.device.rhythm import combine, feature_columns
 from ecgedge.device.trees import load_trees
+from ecgedge.train.data import rhythm_features_of
 from ecgedge.train.train import predict_proba
 
 DEFAULT_THRESHOLD = 0.98
-
-
-def confusion(y_true, y_pred, n_classes):
-    """Confusion matrix, rows = true class, columns = predicted class (list of lists of int)."""
-    m = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(m, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return m.tolist()
 
 
 def relative_rms_error(reference, other):
@@ -96,7 +91,8 @@ def compare(float_scores, tflite_scores, y, classes, record, start_s, threshold=
         "threshold": float(threshold),
         "passed": agreement >= threshold,
         "accuracy": {"float": acc_f, "tflite": acc_q, "delta": acc_q - acc_f},
-        "confusion": {"float": confusion(y, pf, len(classes)), "tflite": confusion(y, pq, len(classes))},
+        "confusion": {"float": classification_metrics(y, pf, len(classes))["confusion"].tolist(),
+                      "tflite": classification_metrics(y, pq, len(classes))["confusion"].tolist()},
         "relative_rms_error": relative_rms_error(f, q),
         "max_abs_diff": float(np.abs(q - f).max()),
         "largest_differences": largest_differences(f, q, y, classes, record, start_s, top_k),
@@ -172,7 +168,8 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)
     if bundle.rhythm_head_path is not None:
-        features = rundir.rhythm_features_of(windows, bundle.spectrogram)[:, feature_columns(bundle.rhythm_features)]
+        features = rhythm_features_of(windows, bundle.spectrogram, progress=False)
+        features = features[:, feature_columns(bundle.rhythm_features)]
         head = load_trees(bundle.rhythm_head_path).predict_proba(features)
         combined = compare(combine(float_scores, head), combine(tflite_scores, head), windows.y, bundle.classes,
                            windows.record, windows.start_s, threshold=threshold, top_k=0)

@@ -85,7 +85,7 @@ def peak_rss_mib():
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
 
 
-def bench(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
+def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
     """Median and p90 times of DSP, invoke and end to end over ``n`` windows, taken in turns
     (:func:`interleaved`).
 

@@ -330,19 +330,19 @@ class _Predictions:
         return False
 
 
-@device.command()
+@device.command("bench")
 @classifier_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("-n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Timed windows.")
 @click.option("--fs", type=float, default=360.0, show_default=True, help="Input rate of the synthetic windows, Hz.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic ECG.")
-def bench(bundle, edgetpu, cpu_fallback, threads, rhythm_head, as_json, n, fs, seed):
+def device_bench(bundle, edgetpu, cpu_fallback, threads, rhythm_head, as_json, n, fs, seed):
     """Median and p90 ms of DSP, invoke and end to end; windows/s, real-time factor, memory."""
-    from ecgedge.device.benchmark import bench as run_bench
+    from ecgedge.device.benchmark import measure_window_latency
     from ecgedge.device.inputs import check_fs
 
     classifier = load_classifier(bundle, edgetpu, cpu_fallback, threads, rhythm_head)
-    result = run_bench(classifier, fs=check_fs(fs, "--fs"), n=n, seed=seed)
+    result = measure_window_latency(classifier, fs=check_fs(fs, "--fs"), n=n, seed=seed)
     if as_json:
         _emit(result)
         return

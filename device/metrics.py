@@ -1,5 +1,13 @@
 """Classification metrics in numpy: the one definition of accuracy, macro-F1 and the confusion
-matrix, used by the device's evaluation, the recording-level decisions and training's reports."""
+matrix, used by the device's evaluation, the recording-level decisions, training's reports
+(``ecgedge.train.report``) and the conversion check (``ecgedge.convert.verify``).
+
+Macro-F1, as every ecgedge report gives it: the unweighted mean of the per-class F1 over the
+classes present in ``y_true`` (scikit-learn's ``f1_score(y_true, y_pred, labels=present,
+average="macro", zero_division=0)``). A class that occurs only in ``y_pred`` is left out of the
+mean (the windows wrongly given to it still lower the recall of their true classes); a present
+class never predicted correctly counts with F1 0.
+"""
 
 import numpy as np
 
@@ -14,9 +22,8 @@ def classification_metrics(y_true, y_pred, n_classes):
 
     Returns
     -------
-    dict: accuracy (float), macro_f1 (float, mean F1 over the classes present in y_true --
-    scikit-learn's ``f1_score(labels=present, average="macro")``, the definition of every
-    macro-F1 ecgedge reports),
+    dict: accuracy (float, 0.0 when n is 0), macro_f1 (float, as the module docstring defines it;
+    0.0 when n is 0),
     confusion (ndarray (n_classes, n_classes), int64, rows true, columns predicted),
     precision, recall, f1, support (ndarray (n_classes,)).
     """

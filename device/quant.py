@@ -34,3 +34,23 @@ def quantize(x, scale, zero_point, dtype=np.int8):
 def dequantize(q, scale, zero_point):
     """Integers -> real values: ``(int64(q) - zero_point) * scale``, float32."""
     return ((np.asarray(q).astype(np.int64) - int(zero_point)) * float(scale)).astype(np.float32)
+
+
+def model_input(image, scale, zero_point, dtype):
+    """One image -> the model's input tensor (1, *image.shape) of ``dtype``.
+
+    Integer inputs are quantized with the model's input ``scale`` and ``zero_point``
+    (:func:`quantize`); float inputs are only cast.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return quantize(image, scale, zero_point, dtype=dtype)[None]
+    return np.asarray(image, dtype=dtype)[None]
+
+
+def model_output(raw, scale, zero_point):
+    """The model's raw output row -> real values, float32: dequantized (:func:`dequantize`) when
+    the output is an integer tensor, else only cast."""
+    if np.dtype(raw.dtype).kind in "iu":
+        return dequantize(raw, scale, zero_point)
+    return raw.astype(np.float32)

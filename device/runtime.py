@@ -22,8 +22,9 @@ from ecgedge.device.bundle import load_bundle
 from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import spectrogram_image, standardize, to_model_rate, window_length
 from ecgedge.device.errors import EcgEdgeError
+from ecgedge.device import quant
+from ecgedge.device.interpreter import invoke as invoke_model
 from ecgedge.device.quality import not_ecg
-from ecgedge.device.quant import dequantize, quantize
 from ecgedge.device.rhythm import combine, feature_columns, window_rhythm_features
 from ecgedge.device.trees import load_trees
 
@@ -210,21 +211,15 @@ class Classifier:
 
         Quantized with the manifest's input scale and zero point for integer models.
         """
-        if self._in_dtype.kind in "iu":
-            return quantize(image, *self._in_q, dtype=self._in_dtype)[None]
-        return np.asarray(image, dtype=self._in_dtype)[None]
+        return quant.model_input(image, *self._in_q, self._in_dtype)
 
     def invoke(self, model_input):
         """Run the model on one input tensor; return its raw output row (n_classes,)."""
-        self.interpreter.set_tensor(self._input["index"], model_input)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"])[0].copy()
+        return invoke_model(self.interpreter, self._input, self._output, model_input)
 
     def probabilities(self, raw_output):
         """Raw output row -> probabilities (n_classes,), float32 (dequantized for int8)."""
-        if np.dtype(raw_output.dtype).kind in "iu":
-            return dequantize(raw_output, *self._out_q)
-        return raw_output.astype(np.float32)
+        return quant.model_output(raw_output, *self._out_q)
 
     def classify_image(self, image):
         """The model's probabilities (n_classes,), float32, of one input image (no rhythm head)."""

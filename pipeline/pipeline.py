@@ -8,7 +8,7 @@ redoes them all)::
     convert  int8 bundle (the deliverable) and a float32 bundle of the same model (quantize_run)
     verify   float Keras vs each bundle on the held-out test records (verify_bundle)
     device   the device runtime (int8) against the test records' rhythm annotations (evaluate)
-    latency  timings of both bundles on test-record windows, one thread (device.benchmark.bench)
+    latency  timings of both bundles on test-record windows, one thread (device.benchmark.measure_window_latency)
     report   report.md with its PNG plots
 
 Files in OUT::
@@ -27,13 +27,15 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from ecgedge.device.errors import EcgEdgeError
+# numpy and our training modules only (TensorFlow is imported by the stages that train).
+from ecgedge.train.train import TrainConfig
 
 BUNDLE_DIR = "bundle"
 FLOAT_BUNDLE_DIR = "bundle-float32"
@@ -44,92 +46,70 @@ STAGES = ("data", "train", "convert", "verify", "device", "latency", "report")
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Every setting of the main job, with the defaults of ``make demo`` (tuned for < 30 min on 2 cores).
+    """Every setting of the main job: the training config it holds, and its own.
 
     Attributes
     ----------
     task : task preset name or TOML path.
-    backbone : ImageNet MobileNet of ``ecgedge.train.models.BACKBONES``.
-    weights : "imagenet", "none" or an .h5 path.
-    protocol : cross-validation protocol, "records" (patient-wise), "databases" (leave one
-        database out) or "paper".
-    epochs : most epochs per model (early stopping may end sooner).
-    fine_tune : 0 (frozen backbone), number of last blocks to train, or "all".
-    seed : seeds training, the split, the calibration sample and the example windows.
-    n_folds : cross-validation folds; None: the protocol's default (records 5, paper 10).
-    max_per_class : training windows per class per epoch (class-balanced epochs).
-    fine_tune_learning_rate : Adam learning rate once the backbone is unfrozen.
-    patience : epochs without a better validation macro-F1 before stopping.
-    rhythm_head : also train the rhythm head (ecgedge.train.rhythm_head); the bundle carries it and
-        the device combines it with the CNN.
-    int8_grid : round the backbone's kernels to the int8 grid after training (ecgedge.train.int8_grid).
-    baselines : also cross-validate the SVM and RR-interval baselines.
-    augment : augment training windows (ecgedge.train.augment defaults).
-    records : records to use (empty: every record of the task).
+    train : ecgedge.train.train.TrainConfig -- what the train stage trains (backbone, weights,
+        protocol, epochs, fine-tuning, seed, folds, records, ...), with its defaults, which are
+        those of ``make demo`` (tuned for < 30 min on 2 cores). Its seed also seeds the split,
+        the calibration sample and the example windows.
     n_representative : int8 calibration windows, class-balanced from the training split.
     verify_threshold : least top-1 agreement of int8 with float on the test records.
     bench_windows : timed windows per bundle in the latency stage.
     """
 
     task: str = "multidb-rhythm5"
-    backbone: str = "mobilenet_v1_0.25_128"
-    weights: str = "imagenet"
-    protocol: str = "records"
-    epochs: int = 12
-    fine_tune: object = "all"
-    seed: int = 0
-    n_folds: object = None
-    max_per_class: object = 600
-    fine_tune_learning_rate: float = 5e-4
-    patience: int = 3
-    int8_grid: bool = True
-    rhythm_head: bool = True
-    baselines: bool = True
-    augment: bool = True
-    records: tuple = ()
+    train: TrainConfig = field(default_factory=TrainConfig)
     n_representative: int = 1000
     verify_threshold: float = 0.99
     bench_windows: int = 200
 
     def to_dict(self):
-        d = asdict(self)
-        d["records"] = list(self.records)
-        return d
+        return {**asdict(self), "train": self.train.to_dict()}
 
-    def train_options(self):
-        """Keyword arguments of :func:`ecgedge.train.train.train_run` (besides task, out_dir and data)."""
-        from ecgedge.train.augment import AugmentConfig
+    def train_key_settings(self):
+        """The training settings of the train stage's key.
 
-        return {
-            "backbone": self.backbone, "protocol": self.protocol, "epochs": self.epochs,
-            "fine_tune": self.fine_tune, "seed": self.seed, "weights": self.weights,
-            "n_folds": self.n_folds, "max_per_class": self.max_per_class, "records": list(self.records),
-            "baselines": self.baselines, "patience": self.patience,
-            "fine_tune_learning_rate": self.fine_tune_learning_rate,
-            "int8_grid": self.int8_grid, "rhythm_head": self.rhythm_head,
-            "augment": AugmentConfig().to_dict() if self.augment else None,
-        }
+        The fields the key has always held, and any other field set away from its default, so a
+        stage finished with the same settings keeps its key and any changed setting retrains.
+        """
+        always = ("backbone", "protocol", "epochs", "fine_tune", "seed", "weights", "n_folds", "max_per_class",
+                  "records", "baselines", "patience", "fine_tune_learning_rate", "int8_grid", "rhythm_head",
+                  "augment")
+        defaults = TrainConfig()
+        settings = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig)
+                    if f.name in always or getattr(self.train, f.name) != getattr(defaults, f.name)}
+        settings["records"] = list(settings["records"])
+        return settings
 
 
 # ``--quick``: a smoke configuration for tests, mitdb-rhythm4 on four small MIT-BIH records that
 # hold all four of its classes between them, a couple of minutes on two cores.
 QUICK = {
-    "task": "mitdb-rhythm4", "records": ("119", "200", "201", "217"), "epochs": 1, "n_folds": 2, "max_per_class": 16, "fine_tune": 0,
-    "patience": 0, "baselines": False, "n_representative": 32, "bench_windows": 20,
+    "task": "mitdb-rhythm4", "records": ("119", "200", "201", "217"), "epochs": 1, "n_folds": 2, "max_per_class": 16,
+    "fine_tune": 0, "patience": 0, "baselines": False, "n_representative": 32, "bench_windows": 20,
 }
+TRAIN_SETTINGS = frozenset(f.name for f in fields(TrainConfig))
+PIPELINE_SETTINGS = frozenset(f.name for f in fields(PipelineConfig)) - {"train"}
 
 
 def pipeline_config(quick=False, **overrides):
-    """The demo defaults, then the ``--quick`` settings when asked, then ``overrides`` that are not None."""
-    cfg = PipelineConfig()
-    if quick:
-        cfg = replace(cfg, **QUICK)
-    known = {f.name for f in fields(PipelineConfig)}
+    """The demo defaults, then the ``--quick`` settings when asked, then ``overrides`` that are not None.
+
+    ``overrides`` (and QUICK) name fields of PipelineConfig or of its TrainConfig, flat
+    (``epochs=2``, ``n_representative=32``); they go to the config that holds them.
+    """
+    known = TRAIN_SETTINGS | PIPELINE_SETTINGS
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise EcgEdgeError(f"unknown pipeline settings {unknown}; known: {sorted(known)}")
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    return replace(cfg, records=tuple(str(r) for r in cfg.records))
+    settings = {**(QUICK if quick else {}), **{k: v for k, v in overrides.items() if v is not None}}
+    if "records" in settings:
+        settings["records"] = tuple(str(r) for r in settings["records"])
+    train = replace(TrainConfig(), **{k: v for k, v in settings.items() if k in TRAIN_SETTINGS})
+    return PipelineConfig(train=train, **{k: v for k, v in settings.items() if k in PIPELINE_SETTINGS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +157,7 @@ class StageLog:
         """The key ``name`` last finished with, or None."""
         return self.saved.get(name, {}).get("key")
 
-    def run(self, name, key, outputs_valid, compute):
+    def run_stage(self, name, key, outputs_valid, compute):
         """Run ``compute()`` unless stage ``name`` finished with ``key`` and ``outputs_valid()``.
 
         Returns
@@ -235,7 +215,7 @@ class Context:
 def data_key(ctx):
     from ecgedge.train.data import data_root
 
-    return digest({"task": ctx.task.to_dict(), "records": list(ctx.cfg.records),
+    return digest({"task": ctx.task.to_dict(), "records": list(ctx.cfg.train.records),
                    "data": str(data_root(ctx.data_dir).resolve())})
 
 
@@ -244,19 +224,19 @@ def data_stage(ctx):
     from ecgedge.train.data import load_windows, summarize, window_images
 
     def compute():
-        windows = load_windows(ctx.task, ctx.data_dir, list(ctx.cfg.records) or None, ctx.progress)
+        windows = load_windows(ctx.task, ctx.data_dir, list(ctx.cfg.train.records) or None, ctx.progress)
         window_images(windows, ctx.task.spectrogram, ctx.progress)
         ctx.windows = windows
         write_json(ctx.path("data.json"), summarize(windows, ctx.task, per_record=True))
 
-    ctx.log.run("data", data_key(ctx), lambda: ctx.path("data.json").is_file(), compute)
+    ctx.log.run_stage("data", data_key(ctx), lambda: ctx.path("data.json").is_file(), compute)
 
 
 def train_key(ctx):
     from ecgedge.device.rhythm import FEATURE_NAMES
 
-    key = {"data": data_key(ctx), "train": ctx.cfg.train_options(), "int8_folds": ctx.cfg.n_representative}
-    if ctx.cfg.rhythm_head:  # the head is trained on the features this version computes
+    key = {"data": data_key(ctx), "train": ctx.cfg.train_key_settings(), "int8_folds": ctx.cfg.n_representative}
+    if ctx.cfg.train.rhythm_head:  # the head is trained on the features this version computes
         key["rhythm_features"] = list(FEATURE_NAMES)
     return digest(key)
 
@@ -272,12 +252,11 @@ def train_stage(ctx):
     retrain = ctx.log.force or ctx.log.previous_key("train") not in (None, key)
 
     def compute():
-        train_run(ctx.task, out_dir=ctx.path(RUN_DIR), data_dir=ctx.data_dir, force=retrain,
+        train_run(ctx.task, ctx.path(RUN_DIR), ctx.cfg.train, data_dir=ctx.data_dir, force=retrain,
                   progress=ctx.progress, windows=ctx.windows,
-                  int8_eval=fold_int8_evaluator(ctx.cfg.n_representative, ctx.cfg.seed),
-                  **ctx.cfg.train_options())
+                  int8_eval=fold_int8_evaluator(ctx.cfg.n_representative, ctx.cfg.train.seed))
 
-    ctx.log.run("train", key, lambda: _loads(load_run, ctx.path(RUN_DIR)), compute)
+    ctx.log.run_stage("train", key, lambda: _loads(load_run, ctx.path(RUN_DIR)), compute)
 
 
 def model_sha256(ctx):
@@ -299,18 +278,18 @@ def convert_stage(ctx):
     from ecgedge.device.bundle import load_bundle
 
     key = digest({"model": model_sha256(ctx), "n_representative": ctx.cfg.n_representative,
-                  "seed": ctx.cfg.seed})
+                  "seed": ctx.cfg.train.seed})
 
     def compute():
         quantize_run(ctx.path(RUN_DIR), ctx.path(BUNDLE_DIR), "int8", ctx.cfg.n_representative,
-                     ctx.cfg.seed, ctx.data_dir)
+                     ctx.cfg.train.seed, ctx.data_dir)
         quantize_run(ctx.path(RUN_DIR), ctx.path(FLOAT_BUNDLE_DIR), "float32", ctx.cfg.n_representative,
-                     ctx.cfg.seed, ctx.data_dir)
+                     ctx.cfg.train.seed, ctx.data_dir)
 
     def valid():
         return _loads(load_bundle, ctx.path(BUNDLE_DIR)) and _loads(load_bundle, ctx.path(FLOAT_BUNDLE_DIR))
 
-    ctx.log.run("convert", key, valid, compute)
+    ctx.log.run_stage("convert", key, valid, compute)
 
 
 def bundles_key(ctx):
@@ -330,7 +309,7 @@ def verify_stage(ctx):
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))
         })
 
-    ctx.log.run("verify", key, lambda: set(read_json(ctx.path("verify.json")) or {}) == {"int8", "float32"},
+    ctx.log.run_stage("verify", key, lambda: set(read_json(ctx.path("verify.json")) or {}) == {"int8", "float32"},
                 compute)
 
 
@@ -377,15 +356,16 @@ def device_stage(ctx):
         total = load_run(ctx.path(RUN_DIR)).metrics["deploy"]["split"]["test"]["windows"]
         write_json(ctx.path("device_eval.json"), device_eval(ctx.path(BUNDLE_DIR), records, ctx.progress, total))
 
-    ctx.log.run("device", key, lambda: read_json(ctx.path("device_eval.json")) is not None, compute)
+    ctx.log.run_stage("device", key, lambda: read_json(ctx.path("device_eval.json")) is not None, compute)
 
 
 def bundle_latency(bundle_path, windows, fs, n):
-    """``ecgedge.device.benchmark.bench`` of a bundle on one interpreter thread, on ``windows`` (dict)."""
-    from ecgedge.device.benchmark import bench
+    """``ecgedge.device.benchmark.measure_window_latency`` of a bundle on one interpreter thread, on ``windows``
+    (dict)."""
+    from ecgedge.device.benchmark import measure_window_latency
     from ecgedge.device.runtime import Classifier
 
-    return {**bench(Classifier(bundle_path, num_threads=1), fs=fs, n=n, windows=windows),
+    return {**measure_window_latency(Classifier(bundle_path, num_threads=1), fs=fs, n=n, windows=windows),
             "windows": "held-out test records"}
 
 
@@ -406,7 +386,7 @@ def latency_stage(ctx):
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))
         })
 
-    ctx.log.run("latency", key, lambda: set(read_json(ctx.path("latency.json")) or {}) == {"int8", "float32"},
+    ctx.log.run_stage("latency", key, lambda: set(read_json(ctx.path("latency.json")) or {}) == {"int8", "float32"},
                 compute)
 
 
@@ -420,9 +400,9 @@ def report_stage(ctx, metrics):
         return all(ctx.path(name).is_file() for name in ("report.md", *pipeline_report.PLOTS))
 
     def compute():
-        pipeline_report.write_report(ctx.out, ctx.task, metrics, ctx.path(BUNDLE_DIR), ctx.data_dir, ctx.cfg.seed)
+        pipeline_report.write_report(ctx.out, ctx.task, metrics, ctx.path(BUNDLE_DIR), ctx.data_dir, ctx.cfg.train.seed)
 
-    ctx.log.run("report", key, valid, compute)
+    ctx.log.run_stage("report", key, valid, compute)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +595,9 @@ def summary_lines(metrics):
 
 
 def _default(name):
-    return getattr(PipelineConfig(), name)
+    """The default of a setting, from PipelineConfig or the TrainConfig it holds."""
+    cfg = PipelineConfig()
+    return getattr(cfg.train if name in TRAIN_SETTINGS else cfg, name)
 
 
 @click.command()

@@ -6,8 +6,12 @@ imported inside the callbacks so that ``ecgedge --help`` stays fast.
 
 import json
 import sys
+from dataclasses import replace
 
 import click
+
+# numpy and our training modules only (no TensorFlow): the option defaults are TrainConfig's.
+from ecgedge.train.train import TrainConfig
 
 DATA_OPTION = click.option(
     "--data", "data_dir", type=click.Path(file_okay=False), default=None,
@@ -133,49 +137,57 @@ def _backbone_names():
 
 @click.command()
 @TASK_OPTION
-@click.option("--backbone", type=click.Choice(_backbone_names()), default="mobilenet_v1_0.25_128",
+@click.option("--backbone", type=click.Choice(_backbone_names()), default=TrainConfig.backbone,
               show_default=True, help="ImageNet MobileNet of the registry.")
-@click.option("--protocol", type=click.Choice(["paper", "records", "databases"]), default="records", show_default=True,
+@click.option("--protocol", type=click.Choice(["paper", "records", "databases"]), default=TrainConfig.protocol,
+              show_default=True,
               help="paper: balanced ~7000 windows, 10-fold window CV; records: folds grouped by patient; "
                    "databases: leave one database out.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="RUN_DIR to write.")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Most epochs per model.")
-@click.option("--fine-tune", "fine_tune", is_flag=False, flag_value="all", default="0", show_default=True,
-              help="Train the last N backbone blocks ('--fine-tune' alone: all); BatchNorm stays frozen.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--weights", default="imagenet", show_default=True,
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True, help="Most epochs per model.")
+@click.option("--fine-tune", "fine_tune", is_flag=False, flag_value="all", default=str(TrainConfig.fine_tune),
+              show_default=True,
+              help="Train the last N backbone blocks ('--fine-tune' alone: all; 0: frozen backbone); "
+                   "BatchNorm stays frozen.")
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--weights", default=TrainConfig.weights, show_default=True,
               help="imagenet (from $ECGEDGE_WEIGHTS, sha256-checked), none (random init), or an .h5 path.")
 @DATA_OPTION
 @CACHE_OPTION
-@click.option("--folds", "n_folds", type=int, default=None, help="Cross-validation folds [paper 10, records 5].")
-@click.option("--max-per-class", type=int, default=None, help="Training windows per class per epoch.")
+@click.option("--folds", "n_folds", type=int, default=TrainConfig.n_folds,
+              help="Cross-validation folds [paper 10, records 5].")
+@click.option("--max-per-class", type=int, default=TrainConfig.max_per_class, show_default=True,
+              help="Training windows per class per epoch.")
 @click.option("--records", default=None, help="Comma-separated records to use, e.g. 201,202,203 (default all).")
-@click.option("--paper-windows", type=int, default=7000, show_default=True,
+@click.option("--paper-windows", type=int, default=TrainConfig.paper_n_windows, show_default=True,
               help="Size of the paper protocol's class-balanced subset.")
-@click.option("--no-baselines", is_flag=True, help="Skip the SVM and RR-interval baselines.")
+@click.option("--baselines/--no-baselines", default=TrainConfig.baselines, show_default=True,
+              help="Also cross-validate the SVM and RR-interval baselines.")
 @click.option("--no-augment", is_flag=True, help="Train on the windows as recorded.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Head learning rate.")
-@click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
-@click.option("--head-epochs", type=int, default=1, show_default=True,
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
+@click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True,
+              help="Head learning rate.")
+@click.option("--fine-tune-learning-rate", type=float, default=TrainConfig.fine_tune_learning_rate,
+              show_default=True)
+@click.option("--head-epochs", type=int, default=TrainConfig.head_epochs, show_default=True,
               help="With --fine-tune: epochs that train the head alone first.")
-@click.option("--patience", type=int, default=3, show_default=True,
+@click.option("--patience", type=int, default=TrainConfig.patience, show_default=True,
               help="Epochs without better validation macro-F1 before stopping.")
-@click.option("--quant-noise", type=float, default=0.0, show_default=True,
+@click.option("--quant-noise", type=float, default=TrainConfig.quant_noise, show_default=True,
               help="Gaussian noise after each backbone ReLU6 while training, in units of int8 rounding "
                    "noise (MobileNet V1 only; 0: none). On mitdb-rhythm4 it raised neither int8 agreement nor "
                    "the records CV score (README).")
-@click.option("--rhythm-head/--no-rhythm-head", default=True, show_default=True,
+@click.option("--rhythm-head/--no-rhythm-head", default=TrainConfig.rhythm_head, show_default=True,
               help="Also fit the rhythm head (gradient boosting on beats and intervals the device detects) "
                    "and report it alone and combined with the CNN.")
-@click.option("--int8-grid/--no-int8-grid", default=True, show_default=True,
+@click.option("--int8-grid/--no-int8-grid", default=TrainConfig.int8_grid, show_default=True,
               help="After training, round the backbone's kernels to the int8 grid: the saved float model "
                    "then holds the weights of its int8 conversion exactly.")
 @click.option("--force", is_flag=True, help="Discard a run already in --out and train afresh.")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's and Keras' output instead of appending it to RUN_DIR/train.log.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
-          n_folds, max_per_class, records, paper_windows, no_baselines, no_augment, batch_size, learning_rate,
+          n_folds, max_per_class, records, paper_windows, baselines, no_augment, batch_size, learning_rate,
           fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, force, verbose):
     """Cross-validate a MobileNet spectrogram classifier (and the baselines) and train the deployable model.
 
@@ -185,21 +197,20 @@ def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weigh
     """
     from pathlib import Path
 
-    from ecgedge.train.augment import AugmentConfig
     from ecgedge.train.quiet import chatter_to
     from ecgedge.train.train import train_run
 
+    config = TrainConfig(
+        backbone=backbone, protocol=protocol, epochs=epochs, fine_tune=fine_tune, seed=seed, weights=weights,
+        n_folds=n_folds, max_per_class=max_per_class, records=tuple(r for r in (records or "").split(",") if r),
+        baselines=baselines, batch_size=batch_size, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, head_epochs=head_epochs, patience=patience,
+        paper_n_windows=paper_windows, quant_noise=quant_noise, rhythm_head=rhythm_head, int8_grid=int8_grid,
+    )
+    if no_augment:
+        config = replace(config, augment=None)
     with chatter_to(Path(out_dir) / "train.log", verbose):
-        metrics = train_run(
-            task_name, backbone, protocol, out_dir, epochs=epochs, fine_tune=fine_tune, seed=seed,
-            weights=weights, data_dir=data_dir, cache_dir=cache_dir, n_folds=n_folds,
-            max_per_class=max_per_class, records=[r for r in (records or "").split(",") if r],
-            baselines=not no_baselines, force=force,
-            augment=None if no_augment else AugmentConfig().to_dict(), batch_size=batch_size,
-            learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
-            head_epochs=head_epochs, patience=patience, paper_n_windows=paper_windows, quant_noise=quant_noise,
-            rhythm_head=rhythm_head, int8_grid=int8_grid,
-        )
+        metrics = train_run(task_name, out_dir, config, data_dir=data_dir, cache_dir=cache_dir, force=force)
     click.echo(_metrics_table(metrics))
     click.echo(f"run written to {out_dir}")
 

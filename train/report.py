@@ -2,9 +2,14 @@
 
 import numpy as np
 
+from ecgedge.device import metrics as device_metrics
+
 
 def classification_metrics(y_true, y_pred, class_names):
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix, JSON-ready.
+
+    The numbers are :func:`ecgedge.device.metrics.classification_metrics`'s (which states the
+    macro-F1 definition), in the layout of a run's ``metrics.json``.
 
     Parameters
     ----------
@@ -13,29 +18,23 @@ def classification_metrics(y_true, y_pred, class_names):
 
     Returns
     -------
-    dict, JSON-ready: ``accuracy``, ``macro_f1`` (over the classes present in ``y_true``),
-    ``n``, ``per_class`` {name: {precision, recall, f1, support}}, ``confusion_matrix``
+    dict, JSON-ready: ``n``, ``accuracy`` (NaN when there are no predictions), ``macro_f1``,
+    ``per_class`` {name: {precision, recall, f1, support}}, ``confusion_matrix``
     (rows: true class, columns: predicted, in ``class_names`` order).
     """
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    labels = list(range(len(class_names)))
-    present = sorted(set(y_true.tolist()))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    m = device_metrics.classification_metrics(y_true, y_pred, len(class_names))
     per_class = {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-               "support": int(support[i])}
+        name: {"precision": float(m["precision"][i]), "recall": float(m["recall"][i]), "f1": float(m["f1"][i]),
+               "support": int(m["support"][i])}
         for i, name in enumerate(class_names)
     }
     return {
         "n": int(len(y_true)),
-        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else float("nan"),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "accuracy": m["accuracy"] if len(y_true) else float("nan"),
+        "macro_f1": m["macro_f1"],
         "per_class": per_class,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": m["confusion"].tolist(),
     }
 
 

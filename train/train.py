@@ -53,6 +53,11 @@ PREDICT_BATCH = 128
 class TrainConfig:
     """Everything that decides what a run trains, besides the task. Stored in config.json.
 
+    The one place of the training defaults: ``ecgedge train`` reads its option defaults from
+    here, and the main job's ``PipelineConfig`` holds one of these (``PipelineConfig.train``).
+    The defaults are the main job's measured settings (12 epochs, all blocks fine-tuned at 5e-4,
+    600 windows per class per epoch).
+
     Attributes
     ----------
     backbone : registry name (:data:`ecgedge.train.models.BACKBONES`).
@@ -85,15 +90,15 @@ class TrainConfig:
 
     backbone: str = "mobilenet_v1_0.25_128"
     protocol: str = "records"
-    epochs: int = 10
-    fine_tune: object = 0
+    epochs: int = 12
+    fine_tune: object = "all"
     seed: int = 0
     weights: str = "imagenet"
     n_folds: object = None
-    max_per_class: object = None
+    max_per_class: object = 600
     batch_size: int = 32
     learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 5e-4
     head_epochs: int = 1
     dropout: float = 0.2
     patience: int = 3
@@ -594,18 +599,15 @@ def _load_data(task, data_dir, cfg, cache_dir, progress, windows):
     return _RunData(windows, task.spectrogram), images
 
 
-def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0, weights="imagenet",
-              data_dir=None, cache_dir=None, n_folds=None, max_per_class=None, records=(), baselines=True,
-              force=False, progress=True, windows=None, int8_eval=None, **options):
+def train_run(task, out_dir, config=None, data_dir=None, cache_dir=None, force=False, progress=True, windows=None,
+              int8_eval=None, **settings):
     """Cross-validate, train the deployable model, run the baselines and write RUN_DIR.
 
     Parameters
     ----------
     task : Task or a task name / TOML path.
-    backbone : registry name, e.g. "mobilenet_v1_0.25_128".
-    protocol : "paper", "records" or "databases".
     out_dir : RUN_DIR (created).
-    epochs, fine_tune, seed, weights, n_folds, max_per_class, records, baselines : see TrainConfig.
+    config : TrainConfig, or None for ``TrainConfig()`` (its defaults).
     data_dir, cache_dir : data root and cache folder (defaults: ECGEDGE_DATA, ECGEDGE_CACHE).
     force : discard a run already in ``out_dir`` (otherwise a finished run is refused and an
         unfinished one with the same config resumes).
@@ -613,7 +615,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     windows : ecgedge.train.data.Windows to use instead of loading the task's (tests).
     int8_eval : hook that converts each fold's model to int8 and tests it (see
         :func:`cnn_folds`); the pipeline passes ``ecgedge.convert.folds.fold_int8_evaluator``.
-    **options : further TrainConfig fields (batch_size, learning_rate, augment, patience, ...).
+    **settings : TrainConfig fields that replace those of ``config`` (backbone, epochs, seed, ...).
 
     Returns
     -------
@@ -625,9 +627,7 @@ def train_run(task, backbone, protocol, out_dir, epochs=10, fine_tune=0, seed=0,
     from ecgedge.train.tasks import load_task
 
     task = load_task(task) if isinstance(task, str) else task
-    cfg = TrainConfig(backbone=backbone, protocol=protocol, epochs=epochs, fine_tune=fine_tune, seed=seed,
-                      weights=weights, n_folds=n_folds, max_per_class=max_per_class, records=tuple(records),
-                      baselines=baselines, **options).validate()
+    cfg = replace(config if config is not None else TrainConfig(), **settings).validate()
     runs.refuse_finished(out_dir, force)
     tf.config.experimental.enable_op_determinism()
     data, images = _load_data(task, data_dir, cfg, cache_dir, progress, windows)

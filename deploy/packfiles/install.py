@@ -245,7 +245,7 @@ def exec_prefix():
     return shlex.split(os.environ.get("ECGEDGE_EXEC_PREFIX", ""))
 
 
-def run(cmd, what, env=None):
+def run_checked(cmd, what, env=None):
     """Run a command with output streamed to ours; a failure becomes an InstallError."""
     full = exec_prefix() + [str(c) for c in cmd]
     say("{}: {}".format(what, " ".join(shlex.quote(c) for c in full)))
@@ -293,7 +293,7 @@ def install_release(pack_dir, manifest, release_dir, offline, index_url):
         env = dict((k, v) for k, v in os.environ.items() if not k.startswith("PIP_"))
         env["PIP_CONFIG_FILE"] = os.devnull
     try:
-        run(pip, "installing ecgedge[device] {}".format(
+        run_checked(pip, "installing ecgedge[device] {}".format(
             "from the pack's wheels" if offline else "(registry + pack)"), env=env)
     except InstallError as exc:
         free = shutil.disk_usage(release_dir).free
@@ -312,7 +312,7 @@ def install_release(pack_dir, manifest, release_dir, offline, index_url):
 
 def run_selftest(release_dir):
     python = os.path.join(release_dir, "venv", "bin", "python")
-    run([python, os.path.join(release_dir, "venv", "bin", "ecgedge"), "device", "selftest",
+    run_checked([python, os.path.join(release_dir, "venv", "bin", "ecgedge"), "device", "selftest",
          "--bundle", os.path.join(release_dir, "bundle"),
          "--windows", os.path.join(release_dir, "selftest.npz")],
         "self-test")

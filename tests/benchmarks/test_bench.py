@@ -156,7 +156,7 @@ def test_interleaved_refuses_args_lists_of_different_lengths():
 
 
 def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
-    from ecgedge.device.benchmark import bench, synthetic_ecg
+    from ecgedge.device.benchmark import measure_window_latency, synthetic_ecg
     from ecgedge.device.runtime import Classifier
 
     classifier = Classifier(tiny_bundle, num_threads=1)
@@ -164,8 +164,8 @@ def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
     preprocess = classifier.preprocess
     classifier.preprocess = lambda w, fs: seen.append(float(w[0])) or preprocess(w, fs)
     given = [synthetic_ecg(classifier.window_samples(250.0), 250.0, seed) for seed in (1, 2)]
-    result = bench(classifier, fs=250.0, n=3, warmup=1, windows=given)
+    result = measure_window_latency(classifier, fs=250.0, n=3, warmup=1, windows=given)
     assert result["windows"] == "given" and result["n"] == 3 and result["fs_in"] == 250.0
     assert set(seen) == {float(w[0]) for w in given}  # only those windows, repeated to make 1 + 3
     with pytest.raises(EcgEdgeError, match="no windows"):
-        bench(classifier, fs=250.0, n=3, windows=[])
+        measure_window_latency(classifier, fs=250.0, n=3, windows=[])

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
-from ecgedge.convert.quantize import balanced_indices, check_per_channel, check_quantizable
+from ecgedge.convert.quantize import calibration_indices, check_per_channel, check_quantizable
 from ecgedge.convert.tflite import keras_to_tflite
 from ecgedge.convert.tflite_model import op_code_name, parse_model, serialize_model, tensor_name
 from ecgedge.convert.verify import compare, verify_bundle
@@ -32,19 +32,58 @@ def copy_bundle(bundle, dest):
 
 # --- the representative set --------------------------------------------------------------
 
-def test_balanced_indices_are_balanced_seeded_and_share_out_a_rare_class():
+def test_calibration_indices_are_balanced_seeded_and_share_out_a_rare_class():
     y = np.array([0] * 500 + [1] * 300 + [2] * 10 + [3] * 190)
-    idx = balanced_indices(y, 100, seed=3)
+    idx = calibration_indices(y, 100, seed=3)
     assert np.bincount(y[idx], minlength=4).tolist() == [30, 30, 10, 30]
-    assert np.array_equal(idx, balanced_indices(y, 100, seed=3))
-    assert not np.array_equal(idx, balanced_indices(y, 100, seed=4))
+    assert np.array_equal(idx, calibration_indices(y, 100, seed=3))
+    assert not np.array_equal(idx, calibration_indices(y, 100, seed=4))
     assert len(np.unique(idx)) == 100
-    assert np.array_equal(balanced_indices(y, 5000), np.arange(1000))
+    assert np.array_equal(calibration_indices(y, 5000), np.arange(1000))
 
 
-def test_balanced_indices_refuses_empty_requests():
+def test_calibration_indices_refuses_empty_requests():
     with pytest.raises(EcgEdgeError, match="n > 0 windows, got 0"):
-        balanced_indices(np.array([0, 1]), 0)
+        calibration_indices(np.array([0, 1]), 0)
+
+
+# --- one interpreter factory: file or bytes -----------------------------------------------
+
+@pytest.mark.parametrize("quant", ["int8", "float32"])
+def test_predict_from_bytes_equals_the_device_classifier_bit_for_bit(tiny_bundles, tiny_run, cache_dir, quant):
+    from ecgedge.convert import rundir
+    from ecgedge.convert.runtime import predict
+    from ecgedge.device.runtime import Classifier
+
+    bundle = tiny_bundles[quant]
+    images = np.asarray(rundir.images_of(tiny_run.windows["test"], bundle.spectrogram))[:40]
+    scores = predict(bundle.model_path.read_bytes(), images)
+    classifier = Classifier(bundle, rhythm_head=False)
+    expected = np.stack([classifier.classify_image(image) for image in images])
+    assert scores.dtype == np.float32 and scores.shape == (len(images), len(bundle.classes))
+    np.testing.assert_array_equal(scores, expected)
+    if quant == "int8":  # dequantized outputs lie on the output scale's grid
+        out = bundle.manifest["output"]
+        steps = scores.astype(np.float64) / out["scale"] + out["zero_point"]
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_make_interpreter_takes_a_path_or_bytes_and_names_them_in_errors(tiny_bundles, tmp_path):
+    from ecgedge.device.interpreter import make_interpreter
+
+    path = tiny_bundles["int8"].model_path
+    from_path, info = make_interpreter(path)
+    from_bytes, info_bytes = make_interpreter(model_content=path.read_bytes())
+    assert info == info_bytes and info["delegate"] is None
+    assert from_path.get_input_details()[0]["quantization"] == from_bytes.get_input_details()[0]["quantization"]
+    for kwargs in ({}, {"model_path": path, "model_content": b"x"}):
+        with pytest.raises(EcgEdgeError, match="a model_path or a model_content, exactly one"):
+            make_interpreter(**kwargs)
+    with pytest.raises(EcgEdgeError, match=r"^candidate\.tflite could not be loaded by "):
+        make_interpreter(model_content=b"not a model", source="candidate.tflite")
+    (tmp_path / "bad.tflite").write_bytes(b"not a model")
+    with pytest.raises(EcgEdgeError, match="bad.tflite could not be loaded by .*corrupt"):
+        make_interpreter(tmp_path / "bad.tflite")
 
 
 # --- conversion and manifest -------------------------------------------------------------

@@ -81,7 +81,7 @@ def legacy_release(releases, name, complete=True):
 
 @pytest.fixture
 def installer(tmp_path, monkeypatch, capsys):
-    """install.py of this tree run from a fake pack; returns a namespace with ``run(prefix, *args)``.
+    """install.py of this tree run from a fake pack; returns a namespace with ``install(prefix, *args)``.
 
     ``fail`` ("pip" or "selftest") makes that step fail as it does on a device; ``installs``
     lists the release folders the fake pip step was given.
@@ -115,13 +115,13 @@ def installer(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(module, "run_selftest", fake_selftest)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
 
-    def run(prefix, *args):
+    def install(prefix, *args):
         capsys.readouterr()
         code = module.main(["--prefix", str(prefix), *map(str, args)])
         out, err = capsys.readouterr()
         return SimpleNamespace(code=code, out=out, err=err)
 
-    state.run = run
+    state.install = install
     yield state
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
@@ -139,13 +139,13 @@ def live(prefix):
 
 def test_install_then_reinstall_is_a_noop(installer, tmp_path):
     prefix = tmp_path / "prefix"
-    res = installer.run(prefix)
+    res = installer.install(prefix)
     assert res.code == 0, res.err
     release = live(prefix)
     assert os.readlink(prefix / "current") == f"releases/{release.name}"
     mark = json.loads((release / ".ecgedge-release").read_text())
     assert mark["release"] == release.name and mark["pack_id"] == PACK_ID
-    res = installer.run(prefix)
+    res = installer.install(prefix)
     assert res.code == 0 and "already the current release" in res.out
     assert live(prefix) == release and len(installer.installs) == 1
 
@@ -165,7 +165,7 @@ def test_failing_install_leaves_every_release_and_foreign_folder(installer, tmp_
     (prefix / ".install.lock").write_bytes(b"")
     before = snapshot(prefix)
     installer.fail = step
-    res = installer.run(prefix, "--keep", "1")
+    res = installer.install(prefix, "--keep", "1")
     assert res.code == 2
     assert res.err.startswith("install: error: ") and res.err.count("\n") == 1
     assert len(installer.installs) == 1
@@ -189,7 +189,7 @@ def test_success_prunes_only_releases_this_installer_made(installer, tmp_path):
     os.symlink(outside / decoy.name, releases / decoy.name)
     os.symlink("releases/" + live_one.name, prefix / "current")
     outside_before = snapshot(outside)
-    res = installer.run(prefix, "--keep", "2", "--force")
+    res = installer.install(prefix, "--keep", "2", "--force")
     assert res.code == 0, res.err
     new = live(prefix)
     left = sorted(p.name for p in releases.iterdir())
@@ -205,7 +205,7 @@ def test_keep_counts_the_new_and_the_previous_release(installer, tmp_path):
     prefix = tmp_path / "prefix"
     names = []
     for _ in range(4):
-        assert installer.run(prefix, "--force", "--keep", "3").code == 0
+        assert installer.install(prefix, "--force", "--keep", "3").code == 0
         names.append(live(prefix).name)
     assert len(set(names)) == 4
     assert sorted(p.name for p in (prefix / "releases").iterdir()) == sorted(names[1:])
@@ -223,7 +223,7 @@ def test_symlinked_releases_is_refused_and_its_target_untouched(installer, tmp_p
     os.symlink(elsewhere, prefix / "releases")
     before = snapshot(elsewhere)
     for args in ((), ("--force", "--keep", "1")):
-        res = installer.run(prefix, *args)
+        res = installer.install(prefix, *args)
         assert snapshot(elsewhere) == before
         assert res.code == 2
         assert f"install: error: {prefix}/releases (the release folder) is a symlink to {elsewhere}" in res.err
@@ -237,19 +237,19 @@ def test_symlinked_or_hard_linked_lock_changes_no_other_file(installer, tmp_path
     victim = tmp_path / "victim.conf"
     victim.write_bytes(b"important = yes\n" * 10)
     os.symlink(victim, prefix / ".install.lock")
-    res = installer.run(prefix)
+    res = installer.install(prefix)
     assert victim.read_bytes() == b"important = yes\n" * 10
     assert res.code == 2 and "install: error: " in res.err and ".install.lock is a symlink" in res.err
     assert installer.installs == []
     (prefix / ".install.lock").unlink()
     os.link(victim, prefix / ".install.lock")
-    res = installer.run(prefix)
+    res = installer.install(prefix)
     assert res.code == 2 and "is not a plain file of its own" in res.err
     assert victim.read_bytes() == b"important = yes\n" * 10
     # A lock file left by an earlier install keeps its bytes too (no O_TRUNC).
     (prefix / ".install.lock").unlink()
     (prefix / ".install.lock").write_bytes(b"left by pid 42\n")
-    assert installer.run(prefix).code == 0
+    assert installer.install(prefix).code == 0
     assert (prefix / ".install.lock").read_bytes() == b"left by pid 42\n"
 
 
@@ -260,7 +260,7 @@ def test_lock_is_exclusive(installer, tmp_path):
     prefix.mkdir()
     with open(prefix / ".install.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        res = installer.run(prefix)
+        res = installer.install(prefix)
     assert res.code == 2 and f"another install is running in {prefix}" in res.err
     assert installer.installs == []
 
@@ -277,14 +277,14 @@ def test_same_second_force_reinstall_keeps_current_valid(installer, tmp_path, mo
     monkeypatch.setattr(installer.module, "secrets", SimpleNamespace(
         token_hex=lambda n: next(suffixes) if n == 3 else secrets.token_hex(n)), raising=False)
     prefix = tmp_path / "prefix"
-    assert installer.run(prefix).code == 0
+    assert installer.install(prefix).code == 0
     first = live(prefix)
-    res = installer.run(prefix, "--force")
+    res = installer.install(prefix, "--force")
     assert res.code == 0, res.err
     second = live(prefix)
     assert second != first and first.is_dir() and second.name.endswith("-bbbbbb")
     installer.fail = "selftest"
-    res = installer.run(prefix, "--force")
+    res = installer.install(prefix, "--force")
     assert res.code == 2 and "self-test failed" in res.err
     assert live(prefix) == second and first.is_dir()
     assert len(installer.installs) == 3 and not Path(installer.installs[-1]).exists()
@@ -294,7 +294,7 @@ def test_current_that_is_not_a_link_is_refused_before_installing(installer, tmp_
     prefix = tmp_path / "prefix"
     (prefix / "current").mkdir(parents=True)
     (prefix / "current" / "notes.txt").write_text("mine")
-    res = installer.run(prefix)
+    res = installer.install(prefix)
     assert res.code == 2 and f"{prefix}/current is not a symlink" in res.err
     assert installer.installs == [] and (prefix / "current" / "notes.txt").read_text() == "mine"
 
@@ -331,7 +331,7 @@ def test_unit_values_are_checked_before_anything_is_installed(installer, tmp_pat
     """Before: a newline in a value became another directive of the unit (and the install ran)."""
     args, units = systemd_args(tmp_path, **{option: value})
     prefix = tmp_path / "prefix"
-    res = installer.run(prefix, *args)
+    res = installer.install(prefix, *args)
     assert res.code == 2
     assert res.err.startswith("install: error: ") and res.err.count("\n") == 1, res.err
     assert message in res.err
@@ -342,7 +342,7 @@ def test_run_args_are_quoted_by_systemd_rules(installer, tmp_path):
     run_args = """--summary --predictions "/var/log/a b.jsonl" --tag 50%$HOME --note 'say "hi" \\o/' ;"""
     args, units = systemd_args(tmp_path, run_args=run_args, baud="115200", user="ecg-user")
     prefix = tmp_path / "prefix"
-    res = installer.run(prefix, *args)
+    res = installer.install(prefix, *args)
     assert res.code == 0, res.err
     unit = (units / "systemd" / "ecgedge.service").read_text()
     template = (PACKFILES / "ecgedge.service").read_text()
@@ -361,7 +361,7 @@ def test_run_args_are_quoted_by_systemd_rules(installer, tmp_path):
 def test_values_are_substituted_once(installer, tmp_path):
     """A value that looks like a placeholder stays as it is (before: later keys replaced it)."""
     args, units = systemd_args(tmp_path, source="/dev/@RUN_ARGS@", run_args="--summary")
-    res = installer.run(tmp_path / "prefix", *args)
+    res = installer.install(tmp_path / "prefix", *args)
     assert res.code == 0, res.err
     unit = (units / "systemd" / "ecgedge.service").read_text()
     assert "StandardInput=file:/dev/@RUN_ARGS@\n" in unit
@@ -377,7 +377,7 @@ def test_unit_files_are_not_written_through_links(installer, tmp_path):
         victim.write_bytes(b"do not touch\n")
     os.symlink(victims["tmp"], systemd_dir / "ecgedge.service.tmp")
     os.symlink(victims["unit"], systemd_dir / "ecgedge.service")
-    res = installer.run(tmp_path / "prefix", *args)
+    res = installer.install(tmp_path / "prefix", *args)
     assert res.code == 0, res.err
     assert all(v.read_bytes() == b"do not touch\n" for v in victims.values())
     unit = systemd_dir / "ecgedge.service"

@@ -11,19 +11,39 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.device.errors import EcgEdgeError
-from ecgedge.pipeline.pipeline import QUICK, STAGES, pipeline_config
+from ecgedge.pipeline.pipeline import QUICK, STAGES, PipelineConfig, pipeline_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_quick_settings_then_explicit_options_override_the_demo_defaults():
+    from ecgedge.train.train import TrainConfig
+
     demo = pipeline_config()
-    assert demo.records == () and demo.protocol == "records" and demo.epochs >= 5
+    assert demo.train == TrainConfig() and demo == PipelineConfig()  # one set of training defaults
+    assert demo.train.records == () and demo.train.protocol == "records" and demo.train.epochs >= 5
     quick = pipeline_config(True, epochs=2, seed=None)
-    assert quick.records == QUICK["records"] and quick.epochs == 2 and quick.seed == demo.seed
-    assert quick.n_representative == QUICK["n_representative"]
+    assert quick.train.records == QUICK["records"] and quick.train.epochs == 2 and quick.train.seed == demo.train.seed
+    assert quick.n_representative == QUICK["n_representative"] and quick.task == QUICK["task"]
+    assert quick.train.fine_tune == 0 and quick.train.batch_size == TrainConfig.batch_size
     with pytest.raises(EcgEdgeError, match=r"unknown pipeline settings \['epoch'\]"):
         pipeline_config(epoch=3)
+
+
+def test_train_stage_key_settings_are_those_of_before_the_nesting():
+    """The train stage's key holds the settings it held when PipelineConfig copied them, so a
+    finished stage is reused; a setting it did not hold joins the key once it leaves its default."""
+    from ecgedge.train.augment import AugmentConfig
+
+    before = {"backbone": "mobilenet_v1_0.25_128", "protocol": "records", "epochs": 12, "fine_tune": "all", "seed": 0,
+              "weights": "imagenet", "n_folds": None, "max_per_class": 600, "records": [], "baselines": True,
+              "patience": 3, "fine_tune_learning_rate": 5e-4, "int8_grid": True, "rhythm_head": True,
+              "augment": AugmentConfig().to_dict()}
+    assert pipeline_config().train_key_settings() == before
+    quick = pipeline_config(True).train_key_settings()
+    assert quick == {**before, **{k: list(v) if k == "records" else v for k, v in QUICK.items()
+                                  if k not in ("task", "n_representative", "bench_windows")}}
+    assert pipeline_config(batch_size=64).train_key_settings() == {**before, "batch_size": 64}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +129,7 @@ def test_metrics_lead_with_the_records_protocol_and_agree_with_the_device(quick_
         assert set(lat) >= {"dsp", "invoke", "end_to_end", "model_bytes"} and lat["invoke"]["median_ms"] > 0
         assert lat["windows"] == "held-out test records"  # real ECG, not the synthetic default
     assert metrics["bundle"]["bytes"] == metrics["latency"]["int8"]["model_bytes"]
-    assert metrics["config"]["epochs"] == QUICK["epochs"] and metrics["command"].startswith(("ecgedge", "python"))
+    assert metrics["config"]["train"]["epochs"] == QUICK["epochs"] and metrics["command"].startswith(("ecgedge", "python"))
 
 
 def test_metrics_headline_is_the_machine_readable_contract(quick_runs):

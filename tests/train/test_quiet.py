@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def run(tmp_path, verbose=False, captured=False):
+def run_script(tmp_path, verbose=False, captured=False):
     log = tmp_path / "out" / "pipeline.log"
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(log), "verbose" if verbose else "quiet",
@@ -52,7 +52,7 @@ CHATTER = ["chatter: C-level fd 1", "chatter: C-level fd 2 cuInit", "chatter: li
 
 
 def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path):
-    stdout, stderr, log = run(tmp_path)
+    stdout, stderr, log = run_script(tmp_path)
     assert stdout == "ours: headline on stdout\n"
     assert stderr.splitlines() == ["ours: before", "ours: stage line", f"path {log}", "ours: after"]
     text = log.read_text()
@@ -62,14 +62,14 @@ def test_chatter_goes_to_the_log_and_our_lines_to_the_terminal(tmp_path):
 
 
 def test_a_second_block_appends_to_the_log(tmp_path):
-    run(tmp_path)
-    _, _, log = run(tmp_path)
+    run_script(tmp_path)
+    _, _, log = run_script(tmp_path)
     text = log.read_text()
     assert text.count("--- ") == 2 and text.count("chatter: C-level fd 2 cuInit") == 2
 
 
 def test_verbose_redirects_nothing(tmp_path):
-    stdout, stderr, log = run(tmp_path, verbose=True)
+    stdout, stderr, log = run_script(tmp_path, verbose=True)
     assert not log.exists()
     assert "chatter: C-level fd 1" in stdout and "chatter: python print TensorSpec" in stdout
     assert "chatter: C-level fd 2 cuInit" in stderr and "chatter: a library warning" in stderr
@@ -77,7 +77,7 @@ def test_verbose_redirects_nothing(tmp_path):
 
 
 def test_a_captured_stderr_keeps_our_lines(tmp_path):
-    stdout, stderr, log = run(tmp_path, captured=True)
+    stdout, stderr, log = run_script(tmp_path, captured=True)
     assert stdout == "ours: headline on stdout\n"
     assert stderr == f"captured:ours: before|ours: stage line|path {log}|ours: after|"
     for line in CHATTER:

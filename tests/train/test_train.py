@@ -23,7 +23,8 @@ TINY = SpectrogramConfig(fs=128.0, window_s=4.0, hop=16, channels=((64, 64),), n
 CLASSES = ("NSR", "AF", "VENT", "OTHER")
 DATA = Path(os.environ.get("ECGEDGE_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "physionet")
 RECORDS = ["201", "202", "203", "208", "210", "219", "221", "222"]
-QUICK = dict(epochs=1, n_folds=2, batch_size=16, progress=False, weights="none")
+# A frozen backbone on every window: the tiny runs train the head only, whatever the defaults.
+QUICK = dict(epochs=1, n_folds=2, batch_size=16, progress=False, weights="none", fine_tune=0, max_per_class=None)
 
 
 def synthetic_windows(n_per_class=3, seed=0):
@@ -60,7 +61,7 @@ def first_run(tiny_task, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "a"
     windows = synthetic_windows()
-    metrics = train_run(tiny_task, "mobilenet_v1_0.25_128", "records", out, seed=3, baselines=False,
+    metrics = train_run(tiny_task, out, backbone="mobilenet_v1_0.25_128", protocol="records", seed=3, baselines=False,
                         cache_dir=tmp_path_factory.mktemp("cache"), windows=windows, **QUICK)
     return out, metrics, windows
 
@@ -119,8 +120,8 @@ def test_same_seed_gives_identical_predictions(first_run, tiny_task, tmp_path):
     from ecgedge.train.train import train_run
 
     out, metrics, windows = first_run
-    again = train_run(tiny_task, "mobilenet_v1_0.25_128", "records", tmp_path / "b", seed=3, baselines=False,
-                      cache_dir=tmp_path / "cache", windows=windows, **QUICK)
+    again = train_run(tiny_task, tmp_path / "b", backbone="mobilenet_v1_0.25_128", protocol="records", seed=3,
+                      baselines=False, cache_dir=tmp_path / "cache", windows=windows, **QUICK)
     assert again["cv"]["cnn"] == metrics["cv"]["cnn"]
     assert again["deploy"]["test"] == metrics["deploy"]["test"]
     for name in ("cnn-0", "cnn-1", "deploy"):
@@ -137,8 +138,8 @@ def test_a_finished_run_is_refused_and_an_unfinished_one_resumes(first_run, tiny
 
     out, metrics, windows = first_run
     with pytest.raises(EcgEdgeError, match="already holds a finished run .*--force"):
-        train_module.train_run(tiny_task, "mobilenet_v1_0.25_128", "records", out, seed=3, baselines=False,
-                               windows=windows, **QUICK)
+        train_module.train_run(tiny_task, out, backbone="mobilenet_v1_0.25_128", protocol="records", seed=3,
+                               baselines=False, windows=windows, **QUICK)
     # An interrupted copy: no metrics.json, fold 1 missing. Only fold 1 is trained again.
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -147,15 +148,15 @@ def test_a_finished_run_is_refused_and_an_unfinished_one_resumes(first_run, tiny
     fitted = []
     real_fit = train_module.fit_model
     monkeypatch.setattr(train_module, "fit_model", lambda *a, **k: fitted.append(k.get("label", a[-1])) or real_fit(*a, **k))
-    resumed = train_module.train_run(tiny_task, "mobilenet_v1_0.25_128", "records", copy, seed=3,
+    resumed = train_module.train_run(tiny_task, copy, backbone="mobilenet_v1_0.25_128", protocol="records", seed=3,
                                      baselines=False, cache_dir=tmp_path / "cache", windows=windows, **QUICK)
     assert fitted == ["fold 1"]
     assert resumed["cv"]["cnn"] == metrics["cv"]["cnn"]
     # Another configuration may not resume it.
     (copy / "metrics.json").unlink()
     with pytest.raises(EcgEdgeError, match=r"unfinished run with another configuration \(differs in: seed, train\)"):
-        train_module.train_run(tiny_task, "mobilenet_v1_0.25_128", "records", copy, seed=4, baselines=False,
-                               cache_dir=tmp_path / "cache", windows=windows, **QUICK)
+        train_module.train_run(tiny_task, copy, backbone="mobilenet_v1_0.25_128", protocol="records", seed=4,
+                               baselines=False, cache_dir=tmp_path / "cache", windows=windows, **QUICK)
 
 
 @pytest.mark.skipif(not (DATA / "mitdb" / "201.hea").is_file(), reason=f"no MIT-BIH records at {DATA}")
@@ -172,7 +173,7 @@ def test_cli_paper_protocol_on_real_records_with_both_baselines_on_the_cnn_folds
     )
     out = tmp_path / "run"
     args = ["train", "--task", str(task), "--protocol", "paper", "--paper-windows", "200", "--out", str(out), "--epochs", "1",
-            "--folds", "2", "--max-per-class", "20", "--weights", "none", "--seed", "1",
+            "--fine-tune", "0", "--folds", "2", "--max-per-class", "20", "--weights", "none", "--seed", "1",
             "--data", str(DATA), "--cache", str(tmp_path / "cache"), "--records", ",".join(RECORDS)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -197,10 +198,29 @@ def test_cli_paper_protocol_on_real_records_with_both_baselines_on_the_cnn_folds
     assert again.exit_code == 2 and "already holds a finished run" in again.output
 
 
-@pytest.mark.parametrize("argv, expected", [([], "0"), (["--fine-tune"], "all"), (["--fine-tune", "3"], "3")])
+@pytest.mark.parametrize("argv, expected", [([], "all"), (["--fine-tune", "0"], "0"), (["--fine-tune"], "all"),
+                                            (["--fine-tune", "3"], "3")])
 def test_cli_fine_tune_takes_an_optional_block_count(argv, expected):
     from ecgedge.train.cli import train
 
     ctx = train.make_context("train", ["--out", "run", *argv])
     assert ctx.params["fine_tune"] == expected
     assert ctx.params["protocol"] == "records" and ctx.params["weights"] == "imagenet"
+
+
+def test_cli_defaults_are_the_train_configs():
+    """``ecgedge train`` writes no default of its own: each option's default is TrainConfig's."""
+    from ecgedge.train.cli import train
+    from ecgedge.train.train import TrainConfig
+
+    ctx = train.make_context("train", ["--out", "run"])
+    config, params = TrainConfig(), ctx.params
+    option_of = {"paper_n_windows": "paper_windows"}
+    for name in ("backbone", "protocol", "epochs", "seed", "weights", "n_folds", "max_per_class", "paper_n_windows",
+                 "baselines", "batch_size", "learning_rate", "fine_tune_learning_rate", "head_epochs", "patience",
+                 "quant_noise", "rhythm_head", "int8_grid"):
+        assert params[option_of.get(name, name)] == getattr(config, name), name
+    assert params["fine_tune"] == str(config.fine_tune) and params["no_augment"] is False
+    # The main job's measured settings are the defaults of both commands.
+    measured = (config.epochs, config.fine_tune, config.max_per_class, config.fine_tune_learning_rate)
+    assert measured == (12, "all", 600, 5e-4)
