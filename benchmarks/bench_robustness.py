@@ -22,25 +22,6 @@ DEFAULT_SNRS_DB = (24.0, 18.0, 12.0, 6.0, 0.0)
 DEFAULT_RECORDS = ("100", "103", "105", "119", "201", "203", "210", "219")
 
 
-def non_ecg_signals(fs, seconds, seed=0):
-    """Signals no ECG recorder makes, ``seconds`` long at ``fs`` Hz (dict name -> ndarray)."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * fs))
-    t = np.arange(n) / fs
-    flat_spike = np.zeros(n)
-    flat_spike[n // 2] = 5.0
-    return {
-        "white noise": rng.standard_normal(n),
-        "mains hum 50 Hz": np.sin(2 * np.pi * 50 * t),
-        "mains hum 60 Hz + offset": 0.3 * np.sin(2 * np.pi * 60 * t) + 2.0,
-        "random walk": np.cumsum(rng.standard_normal(n)) * 0.05,
-        "sawtooth 1.2 Hz": (1.2 * t) % 1.0,
-        "square wave 1.1 Hz": np.sign(np.sin(2 * np.pi * 1.1 * t)),
-        "flat line with a spike": flat_spike,
-        "muscle bursts": rng.standard_normal(n) * (np.sin(2 * np.pi * 0.5 * t) > 0.3),
-    }
-
-
 def _not_a_rhythm(result, noise_class):
     return result.label is None or result.label == noise_class
 
@@ -100,6 +81,8 @@ def noise_stress(classifier, data_root, records, snrs_db=DEFAULT_SNRS_DB, seed=0
 def non_ecg(classifier, fs=360.0, seed=0):
     """The device's answer to each non-ECG signal: {name: {"label", "reason"}}."""
     out = {}
+    from ecgedge.device.quality import non_ecg_signals
+
     for name, x in non_ecg_signals(fs, classifier.window_s, seed).items():
         r = classifier.classify_window(x, fs)
         out[name] = {"label": r.label, "reason": r.reason,

@@ -68,3 +68,24 @@ def not_ecg(window, fs):
     if band < MIN_ECG_BAND_SHARE:
         return f"not ECG: {1 - band:.0%} of its power above 0.5 Hz lies above {ECG_BAND_HZ[1]:g} Hz (noise or mains hum?)"
     return None
+
+
+def non_ecg_signals(fs, seconds=10.0, seed=0):
+    """Signals no ECG recorder makes, ``seconds`` long at ``fs`` Hz: what a careless or hostile
+    user may feed a device (dict name -> ndarray of shape (n,), float64). The gates above refuse
+    all but the random walk; ``ecgedge bench robustness`` reports what the model says to each."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * fs))
+    t = np.arange(n) / fs
+    flat_spike = np.zeros(n)
+    flat_spike[n // 2] = 5.0
+    return {
+        "white noise": rng.standard_normal(n),
+        "mains hum 50 Hz": np.sin(2 * np.pi * 50 * t),
+        "mains hum 60 Hz + offset": 0.3 * np.sin(2 * np.pi * 60 * t) + 2.0,
+        "random walk": np.cumsum(rng.standard_normal(n)) * 0.05,
+        "sawtooth 1.2 Hz": (1.2 * t) % 1.0,
+        "square wave 1.1 Hz": np.sign(np.sin(2 * np.pi * 1.1 * t)),
+        "flat line with a spike": flat_spike,
+        "muscle bursts": rng.standard_normal(n) * (np.sin(2 * np.pi * 0.5 * t) > 0.3),
+    }
