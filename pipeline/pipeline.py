@@ -35,6 +35,7 @@ import click
 
 from ecgedge.device.errors import EcgEdgeError
 # numpy and our training modules only (TensorFlow is imported by the stages that train).
+from ecgedge.train.tasks import DEFAULT_TASK
 from ecgedge.train.train import TrainConfig
 
 BUNDLE_DIR = "bundle"
@@ -60,7 +61,7 @@ class PipelineConfig:
     bench_windows : timed windows per bundle in the latency stage.
     """
 
-    task: str = "multidb-rhythm5"
+    task: str = DEFAULT_TASK
     train: TrainConfig = field(default_factory=TrainConfig)
     n_representative: int = 1000
     verify_threshold: float = 0.99

@@ -11,6 +11,7 @@ from dataclasses import replace
 import click
 
 # numpy and our training modules only (no TensorFlow): the option defaults are TrainConfig's.
+from ecgedge.train.tasks import DEFAULT_TASK, EXPLORE_TASK
 from ecgedge.train.train import TrainConfig
 
 DATA_OPTION = click.option(
@@ -23,8 +24,12 @@ CACHE_OPTION = click.option(
     help="Cache folder. Default: $ECGEDGE_CACHE, else ~/.cache/ecgedge/cache.",
 )
 TASK_OPTION = click.option(
-    "--task", "task_name", default="mitdb-rhythm4", show_default=True,
+    "--task", "task_name", default=EXPLORE_TASK, show_default=True,
     help="Task preset name or path of a task .toml file.",
+)
+TRAIN_TASK_OPTION = click.option(
+    "--task", "task_name", default=DEFAULT_TASK, show_default=True,
+    help="Task preset name or path of a task .toml file (the main job's by default).",
 )
 
 
@@ -136,7 +141,7 @@ def _backbone_names():
 
 
 @click.command()
-@TASK_OPTION
+@TRAIN_TASK_OPTION
 @click.option("--backbone", type=click.Choice(_backbone_names()), default=TrainConfig.backbone,
               show_default=True, help="ImageNet MobileNet of the registry.")
 @click.option("--protocol", type=click.Choice(["paper", "records", "databases"]), default=TrainConfig.protocol,

@@ -43,6 +43,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python < 3.11 only
     import tomli as tomllib
 
+DEFAULT_TASK = "multidb-rhythm5"
+"""The task the main job (``ecgedge pipeline``) and ``ecgedge train`` train when none is named."""
+EXPLORE_TASK = "mitdb-rhythm4"
+"""The task ``ecgedge data`` reads when none is named: MIT-BIH alone, the database users get first."""
+
 LABEL_MODES = ("rhythm", "record", "episode", "reference")
 LEAD_FALLBACKS = ("first", "none")
 

@@ -221,6 +221,11 @@ def test_cli_defaults_are_the_train_configs():
                  "quant_noise", "rhythm_head", "int8_grid"):
         assert params[option_of.get(name, name)] == getattr(config, name), name
     assert params["fine_tune"] == str(config.fine_tune) and params["no_augment"] is False
+    # ecgedge train and ecgedge pipeline train the same task when none is named.
+    from ecgedge.pipeline.pipeline import PipelineConfig
+    from ecgedge.train.tasks import DEFAULT_TASK
+
+    assert params["task_name"] == PipelineConfig().task == DEFAULT_TASK == "multidb-rhythm5"
     # The main job's measured settings are the defaults of both commands.
     measured = (config.epochs, config.fine_tune, config.max_per_class, config.fine_tune_learning_rate)
     assert measured == (12, "all", 600, 5e-4)
