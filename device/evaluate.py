@@ -83,22 +83,20 @@ def label_source(manifest, data_dir):
 
 
 def labelled_intervals(record_path, source, n_samples):
-    """``[(start, stop, label)]`` of one record as ``source`` (:func:`label_source`) labels it."""
+    """``[(start, stop, label)]`` of one record as ``source`` (:func:`label_source`) labels it
+    (:func:`ecgedge.device.labels.record_intervals`)."""
     record_path = Path(record_path)
+    label, ann = None, None
     if source["labels"] == "record":
-        return [(0, n_samples, source["record_label"])]
-    if source["labels"] == "reference":
+        label = source["record_label"]
+    elif source["labels"] == "reference":
         table = source.get("table") or labels.read_reference(record_path.parent / source["reference"])
-        if record_path.name not in table:
-            raise EcgEdgeError(f"{record_path.parent / source['reference']} has no label for record {record_path.name}")
-        label = source["reference_labels"].get(table[record_path.name], table[record_path.name])
-        return [(0, n_samples, label)]
-    ann = read_annotations(record_path, source["annotator"])
-    intervals = labels.rhythm_intervals(ann.sample, ann.symbol, ann.aux_note, n_samples)
-    if source["brackets"]:
-        intervals = labels.overlay(intervals, labels.bracket_intervals(ann.sample, ann.symbol, n_samples,
-                                                                       source["brackets"]))
-    return intervals
+        label = labels.reference_label(table, record_path.name, source["reference_labels"],
+                                       record_path.parent / source["reference"])
+    else:
+        a = read_annotations(record_path, source["annotator"])
+        ann = (a.sample, a.symbol, a.aux_note)
+    return labels.record_intervals(source["labels"], n_samples, ann, label, source["brackets"])
 
 
 def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fallback="first",

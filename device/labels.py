@@ -186,6 +186,43 @@ def read_reference(path):
     return labels
 
 
+def reference_label(table, record, mapping, where="the reference file"):
+    """The rhythm label ``mapping`` gives the CSV label of ``record`` in ``table``
+    (:func:`read_reference`), or None when the mapping does not list it.
+
+    Raises
+    ------
+    DataError : ``table`` has no label for ``record``.
+    """
+    if record not in table:
+        raise DataError(f"{where} has no label for record {record}; the label file and the records disagree")
+    return dict(mapping).get(table[record])
+
+
+def record_intervals(kind, n_samples, annotations=None, label=None, brackets="", episode=("s", "(ST")):
+    """Labelled intervals ``[(start, stop, label)]`` of one record, for each way a database labels
+    (the module docstring): training and the device's evaluation both call this.
+
+    Parameters
+    ----------
+    kind : "rhythm", "episode", "record" or "reference".
+    n_samples : int, record length.
+    annotations : (sample, symbol, aux) sequences, for "rhythm" and "episode".
+    label : the whole record's label, for "record" and "reference" (None: no labelled time).
+    brackets : for "rhythm", the label of ``[`` ... ``]`` episodes laid over the notes ("" none).
+    episode : (annotation symbol, aux prefix), for "episode".
+    """
+    if kind in ("record", "reference"):
+        return [] if label is None else [(0, int(n_samples), label)]
+    sample, symbol, aux = annotations
+    if kind == "episode":
+        return episode_intervals(sample, symbol, aux, n_samples, *episode)
+    intervals = rhythm_intervals(sample, symbol, aux, n_samples)
+    if brackets:
+        intervals = overlay(intervals, bracket_intervals(sample, symbol, n_samples, brackets))
+    return intervals
+
+
 def window_starts(start, stop, length, hop):
     """Starts (ndarray (k,), int64) of the ``length``-sample windows ``hop`` apart inside [start, stop)."""
     k = (stop - start - length) // hop + 1

@@ -18,6 +18,8 @@ Not caught here: a random walk (its spectrum looks like a slow ECG's; the share 
 0.99) -- the model's NOISY class has to say that one.
 """
 
+from functools import lru_cache
+
 import numpy as np
 
 ECG_BAND_HZ = (0.5, 40.0)
@@ -38,11 +40,21 @@ def ecg_band_share(x, fs):
     float in [0, 1]; 1.0 for a window without power above 0.5 Hz.
     """
     x = np.asarray(x, dtype=np.float64)
-    power = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(x.size))) ** 2
-    f = np.fft.rfftfreq(x.size, 1.0 / fs)
-    above = power[f >= ECG_BAND_HZ[0]].sum()
-    band = power[(f >= ECG_BAND_HZ[0]) & (f <= min(ECG_BAND_HZ[1], 0.45 * fs))].sum()
+    window, above_lo, in_band = _spectrum_plan(x.size, float(fs))
+    spectrum = np.fft.rfft((x - x.mean()) * window)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    above = power[above_lo:].sum()
+    band = power[above_lo:in_band].sum()
     return float(band / above) if above > 0 else 1.0
+
+
+@lru_cache(maxsize=8)
+def _spectrum_plan(n, fs):
+    """Hann window and the bins where 0.5 Hz and the band's top (40 Hz, at most 0.45 fs) begin,
+    made once per window length and rate (every window of a stream has the same)."""
+    f = np.fft.rfftfreq(n, 1.0 / fs)
+    top = min(ECG_BAND_HZ[1], 0.45 * fs)
+    return np.hanning(n), int(np.searchsorted(f, ECG_BAND_HZ[0])), int(np.searchsorted(f, top, side="right"))
 
 
 def linear_share(x):

@@ -555,22 +555,20 @@ def invoked_command():
     return shlex.join(head + sys.argv[1:])
 
 
-def _rate(value):
-    return "-" if value is None else f"{value:.3f}"
-
-
 def headline_lines(metrics):
     """The device's headline and its per-database scores, as the terminal shows them first."""
+    from ecgedge.pipeline.report import rate_text
+
     h = metrics.get("headline")
     if not h:
         return []
     lines = [f"the device (int8), {h['protocol']} protocol, {h['level']} level over {', '.join(h['databases'])}: "
-             f"accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}, AF Se {_rate(h['af_se'])} / "
-             f"Sp {_rate(h['af_sp'])}, inconclusive {h['inconclusive_rate']:.3f}"
+             f"accuracy {h['accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}, AF Se {rate_text(h['af_se'])} / "
+             f"Sp {rate_text(h['af_sp'])}, inconclusive {h['inconclusive_rate']:.3f}"
              + (f", Challenge F1 {h['challenge_f1']:.4f}" if "challenge_f1" in h else "")]
     for name, d in (metrics.get("per_database") or {}).get("device", {}).items():
         lines.append(f"  {name:<9} {d['level']:<6} n {d['n_recordings']:>6}  accuracy {d['accuracy']:.4f}  "
-                     f"macro-F1 {d['macro_f1']:.4f}  AF Se {_rate(d.get('af_se'))} Sp {_rate(d.get('af_sp'))}"
+                     f"macro-F1 {d['macro_f1']:.4f}  AF Se {rate_text(d.get('af_se'))} Sp {rate_text(d.get('af_sp'))}"
                      + (f"  Challenge F1 {d['challenge_f1']:.4f}" if "challenge_f1" in d else ""))
     return lines
 

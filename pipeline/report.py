@@ -239,7 +239,8 @@ def latency_section(metrics):
     return lines + ["", "![latency bars](latency.png)", ""]
 
 
-def _rate(value):
+def rate_text(value):
+    """A rate (Se, Sp, F1) with three decimals, "-" where it is undefined (no such class)."""
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -251,7 +252,7 @@ def headline_section(metrics):
         return []
     lines = [f"## The device, per database ({h['protocol']} protocol)", "",
              f"Headline: {h['level']} level over {', '.join(h['databases'])}: accuracy {_pct(h['accuracy'])}, "
-             f"macro-F1 {h['macro_f1']:.4f}, AF sensitivity {_rate(h['af_se'])}, specificity {_rate(h['af_sp'])}, "
+             f"macro-F1 {h['macro_f1']:.4f}, AF sensitivity {rate_text(h['af_se'])}, specificity {rate_text(h['af_sp'])}, "
              f"inconclusive {_pct(h['inconclusive_rate'])}"
              + (f", Challenge F1 (mean of NSR, AF, OTHER) {h['challenge_f1']:.4f}" if "challenge_f1" in h else "")
              + ".", "",
@@ -263,8 +264,8 @@ def headline_section(metrics):
     for model, tables in (metrics.get("per_database") or {}).items():
         for name, d in tables.items():
             lines.append(f"| {model} | {name} | {d['level']} | {d['n_recordings']} | {_pct(d['accuracy'])} | "
-                         f"{d['macro_f1']:.4f} | {_rate(d.get('af_se'))} | {_rate(d.get('af_sp'))} | "
-                         f"{_pct(d['inconclusive_rate'])} | {_rate(d.get('challenge_f1'))} |")
+                         f"{d['macro_f1']:.4f} | {rate_text(d.get('af_se'))} | {rate_text(d.get('af_sp'))} | "
+                         f"{_pct(d['inconclusive_rate'])} | {rate_text(d.get('challenge_f1'))} |")
     return lines + [""]
 
 

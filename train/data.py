@@ -27,7 +27,7 @@ import numpy as np
 
 from ecgedge.device import labels
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
-from ecgedge.device.errors import DataError, EcgEdgeError
+from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.evaluate import list_records
 from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
 
@@ -271,30 +271,21 @@ def _reference(path, mtime_ns):
     return labels.read_reference(path)
 
 
-def reference_label(db, db_dir, record):
-    """The rhythm label of a recording of a ``labels = "reference"`` database, or None when its
-    CSV label is not in the task's ``reference_labels``; DataError when the CSV lacks the record."""
-    path = Path(db_dir) / db.reference
-    table = _reference(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
-    if record not in table:
-        raise DataError(f"{path} has no label for record {record}; the label file and the records disagree")
-    return dict(db.reference_labels).get(table[record])
-
-
 def labelled_intervals(db, db_dir, record, n_samples):
-    """Labelled intervals of one record as database ``db`` (DatabaseSpec) defines them."""
+    """Labelled intervals of one record as database ``db`` (DatabaseSpec) defines them
+    (:func:`ecgedge.device.labels.record_intervals`)."""
+    label, ann = None, None
     if db.labels == "record":
-        return [Interval(0, int(n_samples), db.record_label)]
-    if db.labels == "reference":
-        label = reference_label(db, db_dir, record)
-        return [] if label is None else [Interval(0, int(n_samples), label)]
-    ann = read_annotations(db_dir, record, db.annotator)
-    if db.labels == "episode":
-        return episode_intervals(ann, n_samples, db.episode_symbol, db.episode_prefix)
-    intervals = labels.rhythm_intervals(ann.sample, ann.symbol, ann.aux, n_samples)
-    if db.brackets:
-        intervals = labels.overlay(intervals, labels.bracket_intervals(ann.sample, ann.symbol, n_samples, db.brackets))
-    return _intervals(intervals)
+        label = db.record_label
+    elif db.labels == "reference":
+        path = Path(db_dir) / db.reference
+        table = _reference(str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+        label = labels.reference_label(table, record, db.reference_labels, path)
+    else:
+        a = read_annotations(db_dir, record, db.annotator)
+        ann = (a.sample, a.symbol, a.aux)
+    return _intervals(labels.record_intervals(db.labels, n_samples, ann, label, db.brackets,
+                                              (db.episode_symbol, db.episode_prefix)))
 
 
 def window_starts(interval, length, hop):
