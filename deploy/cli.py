@@ -34,8 +34,11 @@ def _human_bytes(n):
                    "install, or rebuilt from the installed files of an ordinary one)")
 @click.option("--requirements", "requirements_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="top-level device requirements to pin (default: numpy and ai-edge-litert at this machine's versions)")
+@click.option("--trust", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Ed25519 public key (a .pub file, or a folder of them) the device will require a bundle "
+                   "signature of; the bundle must already be signed by one (ecgedge device sign). Repeatable")
 @click.option("--json", "as_json", is_flag=True, help="print the pack manifest as JSON")
-def pack(bundle, out, target, python, offline, wheel, requirements_file, as_json):
+def pack(bundle, out, target, python, offline, wheel, requirements_file, trust, as_json):
     """Build one archive to install BUNDLE on a device (wheel, bundle, installer, self-test).
 
     Install it with `ecgedge device push PACK --host USER@HOST`, or on the device with
@@ -44,7 +47,7 @@ def pack(bundle, out, target, python, offline, wheel, requirements_file, as_json
     from ecgedge.deploy.pack import build_pack
 
     manifest = build_pack(bundle, out, target=target, python=python, offline=offline,
-                          wheel=wheel, requirements_file=requirements_file)
+                          wheel=wheel, requirements_file=requirements_file, trusted_keys=trust)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -55,6 +58,9 @@ def pack(bundle, out, target, python, offline, wheel, requirements_file, as_json
                f"task {manifest['bundle']['task']} ({manifest['bundle']['quantization']})")
     click.echo("requirements: " + ", ".join(manifest["requirements"]))
     click.echo(f"self-test labels: {', '.join(manifest['selftest']['labels'])}")
+    if manifest["trusted_keys"]:
+        click.echo(f"signed by {manifest['bundle']['signed_by']}; the device will require a signature by one of "
+                   f"{len(manifest['trusted_keys'])} trusted key(s)")
 
 
 @click.command("push")

@@ -10,6 +10,10 @@ A pack is a ``.tar.gz`` with one top folder, ``ecgedge-pack/``::
     bundle/                     model.tflite + model.json (hash checked here and at install)
     selftest.npz                raw windows with the labels and probabilities the device
                                 runtime gave them at pack time
+    trusted-keys/               with ``--trust``: the Ed25519 public keys the device requires a
+                                bundle signature of (the self-test at install and the systemd
+                                unit set ``ECGEDGE_TRUSTED_KEYS`` to it; ``cryptography`` is added
+                                to the requirements)
     systemd/                    unit and logrotate templates for ``ecgedge device run``
     README.txt
 
@@ -40,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgedge.device import signing
 from ecgedge.device.bundle import load_bundle, sha256_file
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.selftest import classify_windows
@@ -71,6 +76,8 @@ SOURCE_IGNORE = shutil.ignore_patterns(
     ".hypothesis", "tests", "results", "runs", ".cache", ".whl", ".gl", "*.tar.gz", ".ci")
 SELFTEST_WINDOWS = 6
 SELFTEST_FS = 360.0
+TRUSTED_KEYS_DIR = "trusted-keys"
+SIGNATURE_PACKAGE = "cryptography"  # what the device needs to check an Ed25519 signature
 
 
 def host_platform():
@@ -336,7 +343,11 @@ or FIFO, one JSON line per window, appended to /var/log/ecgedge/rhythm.jsonl) an
 
 No ai-edge-litert wheel for this device (32-bit ARM, other Python)? Install tflite-runtime in
 the virtualenv instead (see requirements.txt); ecgedge falls back to it.
-"""
+""" + ("""
+Signed: the bundle is signed by {}. The self-test at install checks the signature against
+trusted-keys/ and the systemd unit sets ECGEDGE_TRUSTED_KEYS to the release's trusted-keys/, so
+the service refuses a bundle that is not signed by one of them.
+""".format(manifest["bundle"]["signed_by"]) if manifest["trusted_keys"] else "")
 
 
 def _tar_filter(info):
@@ -346,8 +357,19 @@ def _tar_filter(info):
     return info
 
 
+def signature_requirement(pins):
+    """``pins`` with ``cryptography`` pinned to this machine's version, unless already there."""
+    if any(re.split(r"[=<>!~\[ ;]", pin, maxsplit=1)[0].lower() == SIGNATURE_PACKAGE for pin in pins):
+        return list(pins)
+    version = installed_version(SIGNATURE_PACKAGE)
+    if version is None:
+        raise EcgEdgeError(f"--trust needs {SIGNATURE_PACKAGE} here to check the signature and pin its "
+                           "version for the device: pip install 'ecgedge[sign]'")
+    return [*pins, f"{SIGNATURE_PACKAGE}=={version}"]
+
+
 def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=None,
-               requirements_file=None, selftest_windows=SELFTEST_WINDOWS):
+               requirements_file=None, selftest_windows=SELFTEST_WINDOWS, trusted_keys=()):
     """Build the pack archive ``out`` (``.tar.gz``) and return its manifest (dict).
 
     Parameters
@@ -358,6 +380,9 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
     offline : include pip and every dependency wheel for target / python.
     wheel : a prebuilt ecgedge wheel to ship instead of building one from the source tree.
     requirements_file : top-level device requirements to pin instead of this machine's versions.
+    trusted_keys : Ed25519 public keys (files, or folders of ``*.pub``); when given, the bundle's
+        signature must verify with one of them here, the keys go into ``trusted-keys/``, and the
+        device checks the signature at install (self-test) and in the systemd unit.
 
     The archive is written to a new temporary file next to ``out`` (exclusive create, never
     through a symlink) and renamed, so ``out`` is either the previous file or the complete new
@@ -369,7 +394,8 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
     python = python or f"{sys.version_info[0]}.{sys.version_info[1]}"
     if not re.fullmatch(r"3\.\d+", python):
         raise EcgEdgeError(f"--python must be MAJOR.MINOR such as 3.11, got {python!r}")
-    bundle = load_bundle(bundle_dir)
+    keys = signing.trusted_key_paths(list(trusted_keys)) if trusted_keys else []
+    bundle = load_bundle(bundle_dir, trusted_keys=keys)
     out = Path(out)
     if not out.name.endswith((".tar.gz", ".tgz")):
         raise EcgEdgeError(f"--out {out}: the pack is a gzip tar archive; name it *.tar.gz")
@@ -380,6 +406,8 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
         ecgedge_wheel = build_wheel(root / "wheels", wheel)
         ecgedge_version = _wheel_name_version(ecgedge_wheel)[1]
         requirements = top_requirements(requirements_file)
+        if keys:
+            requirements = signature_requirement(requirements)
         if offline:
             pins = download_wheels(root / "wheels", target, python, requirements, ecgedge_wheel)
         else:
@@ -391,6 +419,10 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
             ({bundle.rhythm_head_path.name} if bundle.rhythm_head_path else set())  # model.sig: when signed
         shutil.copytree(bundle.path, root / "bundle", ignore=lambda d, names: [n for n in names if n not in keep])
         labels, _ = record_selftest(bundle, root / "selftest.npz", n_windows=selftest_windows)
+        if keys:
+            (root / TRUSTED_KEYS_DIR).mkdir()
+            for i, key in enumerate(keys):
+                shutil.copyfile(key, root / TRUSTED_KEYS_DIR / f"{i:02d}-{key.stem}.pub")
         (root / "systemd").mkdir()
         for name in ("ecgedge.service", "ecgedge.logrotate"):
             shutil.copy2(PACKFILES / name, root / "systemd" / name)
@@ -411,7 +443,8 @@ def build_pack(bundle_dir, out, target=None, python=None, offline=False, wheel=N
             "bundle": {"task": bundle.manifest.get("task"), "classes": bundle.classes,
                        "quantization": bundle.manifest.get("quantization"),
                        "model_file": bundle.manifest["model_file"], "sha256": bundle.manifest["sha256"],
-                       "bytes": bundle.manifest["bytes"]},
+                       "bytes": bundle.manifest["bytes"], "signed_by": bundle.signed_by},
+            "trusted_keys": sorted(p.name for p in (root / TRUSTED_KEYS_DIR).glob("*.pub")),
             "selftest": {"file": "selftest.npz", "n": len(labels), "fs": SELFTEST_FS, "labels": labels},
         }
         files = {}

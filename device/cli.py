@@ -21,6 +21,10 @@ def device():
     """The on-device runtime: classify ECG from records, files or a live stream."""
 
 
+TRUST_HELP = ("Ed25519 public key (a .pub file, or a folder of them) one of which must have signed the bundle; "
+              "repeatable. Default: $ECGEDGE_TRUSTED_KEYS; with neither, no signature is needed.")
+
+
 def _remember_trust(ctx, param, value):
     """Keep --trust for :func:`load_classifier`, so the commands need no parameter for it."""
     if value:
@@ -41,9 +45,7 @@ def classifier_options(fn):
                      help="Combine the model with the bundle's rhythm head, when it has one. Without it a "
                           "window costs about 0.6-0.9 ms less DSP, at the accuracy of the model alone."),
         click.option("--trust", multiple=True, type=click.Path(), expose_value=False, callback=_remember_trust,
-                     help="Ed25519 public key (a .pub file, or a folder of them) one of which must have signed "
-                          "the bundle; repeatable. Default: $ECGEDGE_TRUSTED_KEYS; with neither, no signature "
-                          "is needed."),
+                     help=TRUST_HELP),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -366,8 +368,9 @@ def _installed_release():
 @click.option("--windows", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="selftest.npz from the pack (default: the installed release's)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--trust", multiple=True, type=click.Path(), help=TRUST_HELP)
 @click.pass_context
-def selftest(ctx, bundle, windows, as_json):
+def selftest(ctx, bundle, windows, as_json, trust):
     """Classify the windows stored in the pack and compare with the results recorded at pack time.
 
     Exit 0 when every label and probability matches (within 16 int8 output steps), 1 when
@@ -381,7 +384,7 @@ def selftest(ctx, bundle, windows, as_json):
             raise EcgEdgeError("not running from an installed pack: pass --bundle and --windows")
         bundle = bundle or release / "bundle"
         windows = windows or release / "selftest.npz"
-    result = run_selftest(bundle, windows)
+    result = run_selftest(bundle, windows, trusted_keys=trust or None)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -113,14 +113,17 @@ def read_selftest(path, n_classes):
             "bundle_sha256": str(arrays["bundle_sha256"].reshape(-1)[0])}
 
 
-def run_selftest(bundle_dir, windows_path):
+def run_selftest(bundle_dir, windows_path, trusted_keys=None):
     """Classify the stored windows again and compare with the results recorded at pack time.
+
+    ``trusted_keys``: public keys the bundle's signature must match (``load_bundle``; None reads
+    ``$ECGEDGE_TRUSTED_KEYS``).
 
     Returns a dict: ``ok`` (bool), ``n``, ``tolerance``, ``max_abs_diff``, ``labels_equal``,
     ``windows`` (list of {label_expected, label, max_abs_diff}), ``seconds``. A label may differ
     only where the recorded top two probabilities were within the tolerance (a tie).
     """
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, trusted_keys=trusted_keys)
     stored = read_selftest(windows_path, len(bundle.classes))
     if str(stored["bundle_sha256"]) != bundle.manifest["sha256"]:
         raise EcgEdgeError(

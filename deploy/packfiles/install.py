@@ -8,7 +8,10 @@ Steps, each of which stops the install with a one-line ``install: error: ...`` a
    manifest;
 3. check the free space under the prefix;
 4. build ``PREFIX/releases/<release>``: a virtualenv, the wheels (only those in the pack with
-   ``--offline``), the bundle and the self-test windows, then run ``ecgedge device selftest``;
+   ``--offline``), the bundle and the self-test windows, then run ``ecgedge device selftest``
+   (for a pack built with ``--trust``, with ``ECGEDGE_TRUSTED_KEYS`` set to the release's
+   ``trusted-keys/``: the release's own ``cryptography`` checks the bundle's Ed25519 signature,
+   which the standard library can not);
 5. only then point ``PREFIX/current`` at the new release (an atomic symlink swap) and, after
    that, remove releases beyond ``--keep``.
 
@@ -65,6 +68,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COMPLETE_MARK = ".complete"
 RELEASE_MARK = ".ecgedge-release"  # written by this installer into each release it makes
 LOCK_NAME = ".install.lock"
+TRUSTED_KEYS_DIR = "trusted-keys"  # in a pack built with --trust: the keys a bundle must be signed by
 MARK_MAX_BYTES = 4096
 
 
@@ -301,7 +305,7 @@ def install_release(pack_dir, manifest, release_dir, offline, index_url):
             raise InstallError("{} (only {:.0f} MiB free under {}: no space left?)".format(
                 exc, free / 2**20, release_dir))
         raise
-    for rel in ("bundle", "systemd"):
+    for rel in ("bundle", "systemd", TRUSTED_KEYS_DIR):
         src = os.path.join(pack_dir, rel)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(release_dir, rel))
@@ -311,11 +315,16 @@ def install_release(pack_dir, manifest, release_dir, offline, index_url):
 
 
 def run_selftest(release_dir):
+    """``ecgedge device selftest`` of the release; with the pack's trusted keys it also checks the
+    bundle's Ed25519 signature (with the release's own ``cryptography``: this script has only the
+    standard library, which has no Ed25519)."""
     python = os.path.join(release_dir, "venv", "bin", "python")
+    keys = os.path.join(release_dir, TRUSTED_KEYS_DIR)
+    env = dict(os.environ, ECGEDGE_TRUSTED_KEYS=keys) if os.path.isdir(keys) else None
     run_checked([python, os.path.join(release_dir, "venv", "bin", "ecgedge"), "device", "selftest",
          "--bundle", os.path.join(release_dir, "bundle"),
          "--windows", os.path.join(release_dir, "selftest.npz")],
-        "self-test")
+        "self-test" + (" and bundle signature" if env else ""), env=env)
 
 
 def real_dir(path, what):
@@ -592,12 +601,15 @@ def unit_values(args, prefix):
     if args.log_keep < 0:
         raise InstallError("--log-keep must be >= 0, got {}".format(args.log_keep))
     current = os.path.join(prefix, "current")
+    trust = ""
+    if os.path.isdir(os.path.join(HERE, TRUSTED_KEYS_DIR)):
+        trust = "Environment=ECGEDGE_TRUSTED_KEYS={}/{}".format(current, TRUSTED_KEYS_DIR)
     stty = ""
     if args.baud:
         stty = "ExecStartPre=/bin/stty -F {} {} raw -echo".format(args.source, args.baud)
     return {
         "PREFIX": prefix, "CURRENT": current, "SOURCE": args.source, "FS": str(args.fs),
-        "LOG_DIR": args.log_dir, "USER": args.user, "STTY": stty,
+        "LOG_DIR": args.log_dir, "USER": args.user, "STTY": stty, "TRUST": trust,
         "RUN_ARGS": " ".join(systemd_word(w) for w in run_args), "LOGROTATE_KEEP": str(args.log_keep),
         "LOGROTATE_SIZE": args.log_size,
     }

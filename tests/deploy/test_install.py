@@ -92,7 +92,7 @@ def installer(tmp_path, monkeypatch, capsys):
     pack = tmp_path / "pack"
     pack.mkdir()
     (pack / "pack.json").write_text(json.dumps(FAKE_MANIFEST))
-    state = SimpleNamespace(module=module, pack=pack, fail=None, installs=[])
+    state = SimpleNamespace(module=module, pack=pack, fail=None, installs=[], real_run_selftest=module.run_selftest)
 
     def fake_install_release(pack_dir, manifest, release_dir, offline, index_url):
         state.installs.append(release_dir)
@@ -356,6 +356,29 @@ def test_run_args_are_quoted_by_systemd_rules(installer, tmp_path):
     assert "@" not in unit
     rotate = (units / "logrotate" / "ecgedge").read_text()
     assert f"{units}/log/rhythm.jsonl {{" in rotate and "size 10M" in rotate
+
+
+def test_a_pack_with_trusted_keys_makes_the_unit_and_the_selftest_require_a_signature(installer, tmp_path,
+                                                                                      monkeypatch):
+    args, units = systemd_args(tmp_path)
+    prefix = tmp_path / "prefix"
+    assert installer.install(prefix, *args).code == 0
+    assert "ECGEDGE_TRUSTED_KEYS" not in (units / "systemd" / "ecgedge.service").read_text()
+    (installer.pack / "trusted-keys").mkdir()
+    assert installer.install(prefix, "--force", *args).code == 0
+    unit = (units / "systemd" / "ecgedge.service").read_text()
+    assert f"Environment=ECGEDGE_TRUSTED_KEYS={prefix}/current/trusted-keys\n" in unit
+    # The real self-test step: the release's ecgedge checks the signature against its trusted-keys/.
+    calls = []
+    monkeypatch.setattr(installer.module, "run_checked", lambda cmd, what, env=None: calls.append((what, env)))
+    release = tmp_path / "release"
+    release.mkdir()
+    installer.real_run_selftest(str(release))
+    (release / "trusted-keys").mkdir()
+    installer.real_run_selftest(str(release))
+    assert calls[0] == ("self-test", None)
+    assert calls[1][0] == "self-test and bundle signature"
+    assert calls[1][1]["ECGEDGE_TRUSTED_KEYS"] == str(release / "trusted-keys")
 
 
 def test_values_are_substituted_once(installer, tmp_path):

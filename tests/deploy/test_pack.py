@@ -484,3 +484,29 @@ def test_pack_from_a_non_editable_install(int8_bundle, tmp_path):
     probe = subprocess.run([str(python), "-c", "import ecgedge.deploy.pack as p; print(p.__file__)"],
                            capture_output=True, text=True, env=dict(clean, PYTHONPATH=str(target)), check=True)
     assert Path(probe.stdout.strip()).is_relative_to(target)
+
+
+def test_a_pack_with_trust_carries_the_keys_and_cryptography_and_refuses_an_unsigned_bundle(int8_bundle, tmp_path):
+    """--trust: the bundle must be signed by a given key; the pack then holds the keys, pins
+    cryptography for the device and says so in its manifest and README."""
+    pytest.importorskip("cryptography")
+    if HOST not in ("linux-x86_64", "linux-aarch64"):
+        pytest.skip(f"packs target Linux x86_64 or aarch64, this is {HOST}")
+    from ecgedge.device import signing
+
+    private, public, key_id = signing.generate_keypair(tmp_path / "keys")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(int8_bundle.path, bundle)
+    refused = CliRunner().invoke(cli, ["device", "pack", str(bundle), "--out", str(tmp_path / "p.tar.gz"),
+                                       "--trust", str(public)])
+    assert refused.exit_code == 2 and "model.sig not found" in refused.output
+    assert not (tmp_path / "p.tar.gz").exists()
+    signing.sign_bundle(bundle, private)
+    manifest = build_pack(bundle, tmp_path / "p.tar.gz", trusted_keys=[public])
+    assert manifest["bundle"]["signed_by"] == key_id and manifest["trusted_keys"] == [f"00-{public.stem}.pub"]
+    assert any(pin.startswith("cryptography==") for pin in manifest["requirements"])
+    with tarfile.open(tmp_path / "p.tar.gz", "r:gz") as tar:
+        assert tar.extractfile(f"{TOP}/trusted-keys/00-{public.stem}.pub").read() == public.read_bytes()
+        assert tar.extractfile(f"{TOP}/bundle/model.sig") is not None
+        assert "cryptography==" in tar.extractfile(f"{TOP}/requirements.txt").read().decode()
+        assert f"signed by {key_id}" in tar.extractfile(f"{TOP}/README.txt").read().decode()

@@ -505,6 +505,25 @@ def test_device_run_with_trust_refuses_an_unsigned_bundle_with_exit_2(tiny_bundl
         assert "does not match its bundle digest (changed after it was written: input)" in result.stderr
 
 
+def test_selftest_with_trust_checks_the_signature(tiny_bundle, tmp_path, keypair):
+    from ecgedge.device.selftest import classify_windows
+
+    private, public, _ = keypair
+    path = copy(tiny_bundle, tmp_path / "b")
+    x = np.stack([synthetic_ecg(int(round(tiny_bundle.window_s * FS)), FS, seed=s) for s in range(2)])
+    labels, probs = classify_windows(load_bundle(path), x, FS)
+    np.savez(tmp_path / "selftest.npz", x=x.astype(np.float32), fs=np.float64(FS), labels=np.array(labels),
+             probs=probs, classes=np.array(tiny_bundle.classes),
+             bundle_sha256=np.array(tiny_bundle.manifest["sha256"]), seed=np.int64(0))
+    selftest = ("selftest", "--bundle", path, "--windows", tmp_path / "selftest.npz")
+    assert invoke(*selftest).exit_code == 0  # no keys trusted: no signature needed
+    refused = invoke(*selftest, "--trust", public)
+    assert refused.exit_code == 2 and "model.sig not found" in refused.stderr
+    signing.sign_bundle(path, private)
+    accepted = invoke(*selftest, "--trust", public)
+    assert accepted.exit_code == 0 and "selftest: PASS" in accepted.stdout, accepted.output
+
+
 # --- the pack installer -----------------------------------------------------------------------------
 
 def test_the_installer_checks_the_bundle_digest(rhythm_bundle, tmp_path):
