@@ -357,8 +357,8 @@ def read_signal(path, lead=None, fallback="first"):
     ----------
     path : record path, with or without ``.hea``.
     lead : a signal name, an int index, a preference list of names, or None for signal 0.
-    fallback : when a preference list matches no signal: ``"first"`` takes signal 0,
-        ``"none"`` raises InputError.
+    fallback : when a preference list matches no signal: ``"first"`` takes the first signal
+        that may be ECG (:func:`lead_index`), ``"none"`` raises InputError.
 
     Returns
     -------
@@ -371,6 +371,42 @@ def read_signal(path, lead=None, fallback="first"):
     return physical[:, channel], header.fs, header.signals[channel].name
 
 
+NON_ECG_SIGNALS = frozenset({
+    "ABP", "ART", "AOBP", "PAP", "CVP", "ICP", "LAP", "RAP", "UAP", "NBP", "BP", "PLETH", "PPG", "SPO2",
+    "SAO2", "RESP", "CO2", "ETCO2", "PULSE", "HR", "TEMP", "EEG", "EMG", "EOG",
+})
+"""Signal names (upper case) of bedside monitors' other channels: blood pressures, pleth, respiration."""
+NON_ECG_UNITS = frozenset({"MMHG", "%", "BPM", "NU", "PM", "DEGC", "CMH2O"})
+
+
+def is_ecg_signal(name, units="mV"):
+    """False for a channel that is plainly not ECG by its name or units (an ICU record's ABP, PLETH, RESP)."""
+    return (name.strip().upper().rstrip(".") not in NON_ECG_SIGNALS
+            and (units or "mV").strip().upper() not in NON_ECG_UNITS)
+
+
+def lead_index(names, leads, fallback="first", where="record", units=None):
+    """Index of the first of ``leads`` among the signal ``names``, else the fallback.
+
+    ``fallback="first"`` takes the first signal that may be ECG (:func:`is_ecg_signal`, with
+    ``units`` per signal when known), so an ICU record whose first channel is ABP or PLETH is
+    read from its first ECG lead; ``"none"`` refuses. InputError names the leads when none fits.
+    """
+    for lead in leads:
+        if lead in names:
+            return names.index(lead)
+    units = list(units) if units is not None else ["mV"] * len(names)
+    if fallback == "first":
+        for i, (name, unit) in enumerate(zip(names, units)):
+            if is_ecg_signal(name, unit):
+                return i
+        if names:
+            raise InputError(f"{where} has signals {list(names)}, none of them ECG by name or units; "
+                             "pass --lead NAME or INDEX")
+    raise InputError(f"{where} has leads {list(names)}, none of {list(leads)}; add one of its leads to the "
+                     "task's leads, pass --lead NAME or INDEX, or use lead_fallback \"first\"")
+
+
 def choose_signal(header, lead, fallback="first"):
     """Index of the signal named or numbered by ``lead`` (see :func:`read_signal`)."""
     names = header.names
@@ -381,13 +417,9 @@ def choose_signal(header, lead, fallback="first"):
         if not 0 <= index < len(names):
             raise InputError(f"{header.path} has signals 0..{len(names) - 1} ({names}), got lead {lead}")
         return index
-    preferences = [lead] if isinstance(lead, str) else list(lead)
-    for name in preferences:
-        if name in names:
-            return names.index(name)
-    if fallback == "first" and isinstance(lead, (list, tuple)) and names:
-        return 0
-    raise InputError(f"{header.path} has leads {names}, none of {preferences}; pass --lead NAME or INDEX")
+    if isinstance(lead, str):  # one lead asked for by name: that one or an error
+        return lead_index(names, [lead], "none", str(header.path))
+    return lead_index(names, list(lead), fallback, str(header.path), [s.units for s in header.signals])
 
 
 def _annotation_words(path):

@@ -149,25 +149,13 @@ def read_header(db_dir, record):
     return _wfdb_call("header", header, wfdb.rdheader, str(Path(db_dir) / record))
 
 
-def choose_lead(names, leads, fallback="first", where="record"):
-    """Index of the signal to use: the first of ``leads`` present, else the fallback.
+def choose_lead(names, leads, fallback="first", where="record", units=None):
+    """Index of the signal to use: the first of ``leads`` present, else the fallback
+    (:func:`ecgedge.device.wfdb_reader.lead_index`: ``"first"`` takes the first signal that may
+    be ECG, ``"none"`` raises), as the device chooses it."""
+    from ecgedge.device.wfdb_reader import lead_index
 
-    Parameters
-    ----------
-    names : list of str, the record's signal names (``sig_name``).
-    leads : preference list, e.g. ``("MLII",)``.
-    fallback : ``"first"`` takes signal 0 when no preferred lead is present; ``"none"``
-        raises EcgEdgeError instead.
-    """
-    for lead in leads:
-        if lead in names:
-            return names.index(lead)
-    if fallback == "first" and names:
-        return 0
-    raise EcgEdgeError(
-        f"{where} has leads {list(names)}, none of {list(leads)}; add one of its leads to the "
-        "task's leads or set lead_fallback = \"first\""
-    )
+    return lead_index(list(names), list(leads), fallback, where, units)
 
 
 def read_record(db_dir, record, leads=("MLII",), fallback="first"):
@@ -187,7 +175,7 @@ def read_record(db_dir, record, leads=("MLII",), fallback="first"):
 
     header = read_header(db_dir, record)
     names = list(header.sig_name or [])
-    channel = choose_lead(names, leads, fallback, where=f"record {Path(db_dir) / record}")
+    channel = choose_lead(names, leads, fallback, f"record {Path(db_dir) / record}", header.units)
     data_file = Path(db_dir) / (header.file_name[channel] if header.file_name else f"{record}.dat")
     rec = _wfdb_call(
         "signal file", data_file, wfdb.rdrecord, str(Path(db_dir) / record), channels=[channel]

@@ -146,3 +146,22 @@ def test_annotation_before_the_record_start_is_refused(tmp_path):
     (tmp_path / "r.atr").write_bytes(np.asarray(words, dtype="<u2").tobytes())
     with pytest.raises(EcgEdgeError, match=r"r\.atr: the annotation at word 3 lies at sample -1000"):
         read_annotations(tmp_path / "r")
+
+
+def test_the_fallback_lead_is_the_first_ecg_channel_of_an_icu_record(tmp_path):
+    """A bedside monitor's record may start with ABP or PLETH; the device reads its first ECG lead
+    (before: signal 0, a blood pressure curve called a rhythm)."""
+    from ecgedge.device.wfdb_reader import lead_index
+
+    fs, n = 125, 1250
+    t = np.arange(n) / fs
+    signals = np.column_stack([80 + 20 * np.sin(2 * np.pi * t), 0.5 + 0.1 * np.sin(t), np.sin(7 * t), np.cos(7 * t)])
+    wfdb.wrsamp("icu", fs=fs, units=["mmHg", "NU", "mV", "mV"], sig_name=["ABP", "PLETH", "II", "V"],
+                p_signal=signals, fmt=["16"] * 4, write_dir=str(tmp_path))
+    assert read_signal(tmp_path / "icu", ["MLII", "ECG"])[2] == "II"  # no preferred lead: first ECG
+    assert read_signal(tmp_path / "icu", ["V"])[2] == "V"
+    assert lead_index(["RESP", "X1", "X2"], ["MLII"], units=["NU", "mmHg", "mV"]) == 2  # by units
+    with pytest.raises(EcgEdgeError, match=r"none of them ECG by name or units"):
+        lead_index(["ABP", "PLETH"], ["MLII"])
+    with pytest.raises(EcgEdgeError, match=r"has leads \['ABP', 'II'\], none of \['MLII'\]"):
+        lead_index(["ABP", "II"], ["MLII"], fallback="none")
