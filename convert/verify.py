@@ -171,7 +171,9 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
         features = rhythm_features_of(windows, bundle.spectrogram, progress=False)
         features = features[:, feature_columns(bundle.rhythm_features)]
         head = load_trees(bundle.rhythm_head_path).predict_proba(features)
-        combined = compare(combine(float_scores, head), combine(tflite_scores, head), windows.y, bundle.classes,
+        weights = bundle.cnn_weights
+        combined = compare(combine(float_scores, head, weights), combine(tflite_scores, head, weights), windows.y,
+                           bundle.classes,
                            windows.record, windows.start_s, threshold=threshold, top_k=0)
         report["with_rhythm_head"] = {k: combined[k] for k in ("n", "agreement", "passed", "accuracy", "confusion")}
     report.update(bundle=str(bundle.path), run=str(run.path), quantization=bundle.manifest["quantization"],

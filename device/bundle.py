@@ -32,10 +32,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.device.errors import BundleError, EcgEdgeError
-from ecgedge.device.rhythm import COMBINE_RULE, FEATURE_NAMES
+from ecgedge.device.rhythm import COMBINE_RULE, COMBINE_RULES, FEATURE_NAMES, cnn_weights
 
 FORMAT = "ecgedge-bundle"
 FORMAT_VERSION = 3
@@ -170,6 +172,15 @@ class Bundle:
         return None if head is None else list(head["features"])
 
     @property
+    def cnn_weights(self):
+        """The CNN's weight per class in ``ecgedge.device.rhythm.combine`` (ndarray, float64; 0.5
+        each for a ``geometric_mean`` bundle), or None without a rhythm head."""
+        head = self.manifest.get("rhythm_head")
+        if head is None:
+            return None
+        return np.asarray(head.get("cnn_weights", [0.5] * len(self.classes)), dtype=np.float64)
+
+    @property
     def label_map(self):
         """Rhythm annotation label (e.g. ``(AFIB``) -> class name."""
         return dict(self.manifest["label_map"])
@@ -212,7 +223,7 @@ def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None):
         head_path.write_bytes(rhythm_head)
         full["rhythm_head"] = {"file": RHYTHM_HEAD_FILE, "sha256": sha256_file(head_path),
                                "bytes": head_path.stat().st_size, "features": list(FEATURE_NAMES),
-                               "combine": COMBINE_RULE}
+                               "combine": COMBINE_RULE, "cnn_weights": cnn_weights(full["classes"]).tolist()}
     elif head_path.exists():
         head_path.unlink()  # a rhythm head of an earlier bundle in this folder
     full.update(
@@ -441,7 +452,7 @@ def check_manifest(manifest, manifest_path=MANIFEST_FILE):
     c.sha256("sha256", manifest["sha256"])
     c.integer("bytes", manifest["bytes"], 0, 1 << 40)
     if "rhythm_head" in manifest:
-        _check_head_entry(c, manifest["rhythm_head"], manifest["model_file"], manifest_path)
+        _check_head_entry(c, manifest["rhythm_head"], manifest["model_file"], manifest_path, len(manifest["classes"]))
     if "decision" in manifest:  # the recording-level rule (ecgedge.device.decision checks its own)
         rule_from_manifest(manifest["decision"], classes, manifest_path)
     if DIGEST_KEY in manifest:
@@ -506,7 +517,7 @@ def _check_tensor_spec(c, key, spec, shape):
     c.integer(f"{key}.zero_point", spec["zero_point"], *IO_DTYPES[dtype])
 
 
-def _check_head_entry(c, head, model_file, manifest_path):
+def _check_head_entry(c, head, model_file, manifest_path, n_classes):
     """The manifest's ``rhythm_head`` entry: file, sha256, bytes, features this ecgedge computes, rule."""
     if not isinstance(head, dict) or not {"file", "sha256", "bytes", "features", "combine"} <= set(head):
         raise BundleError(f"{manifest_path}: its rhythm_head entry is incomplete; rebuild the bundle")
@@ -518,8 +529,14 @@ def _check_head_entry(c, head, model_file, manifest_path):
     features = c.names("rhythm_head.features", head["features"], 1, 4 * len(FEATURE_NAMES))
     if not isinstance(head["combine"], str):
         c.fail("rhythm_head.combine", repr(COMBINE_RULE), head["combine"])
+    if head["combine"] == COMBINE_RULE:
+        weights = head.get("cnn_weights")
+        if not isinstance(weights, list) or len(weights) != n_classes:
+            c.fail("rhythm_head.cnn_weights", f"a list of {n_classes} numbers in [0, 1], one per class", weights)
+        for i, w in enumerate(weights):
+            c.number(f"rhythm_head.cnn_weights[{i}]", w, 0, 1, low_open=False)
     unknown = sorted(set(features) - set(FEATURE_NAMES))
-    if unknown or head["combine"] != COMBINE_RULE:
+    if unknown or head["combine"] not in COMBINE_RULES:
         raise BundleError(
             f"{manifest_path}: its rhythm head was trained on rhythm features this ecgedge does not compute "
             f"({unknown}) or combines differently ({head['combine']!r}); install the ecgedge version that made "

@@ -241,7 +241,8 @@ class Classifier:
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""
         if features is None or self.trees is None:
             return probs
-        return combine(probs, self.trees.predict_proba(features[self._head_columns])).astype(np.float32)
+        head = self.trees.predict_proba(features[self._head_columns])
+        return combine(probs, head, self.bundle.cnn_weights).astype(np.float32)
 
     def classify_window(self, window, fs, t_start=0.0):
         """Classify one raw window.

@@ -168,7 +168,8 @@ def results_section(metrics):
                          f"{_pct(m['fold_accuracy']['mean'])} ± {_pct(m['fold_accuracy']['sd'])} |")
     if "cnn_rhythm_int8" in cv:
         lines += ["", f"The device's decision combines the int8 CNN's class probabilities with the rhythm head's "
-                      f"(geometric mean); it agrees with the float CNN + rhythm head on "
+                      f"(geometric mean, weighted per class: the CNN's AF vote a quarter); it agrees with the "
+                      f"float CNN + rhythm head on "
                       f"{_pct(cv['cnn_rhythm_int8']['agreement_with_float'])} of the windows."]
     if "cnn_int8" in cv:
         lines += ["", f"Each fold's model converted to int8 (calibrated on that fold's training windows) "

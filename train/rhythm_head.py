@@ -5,7 +5,7 @@ sharpness, no annotations).
 The classifier is scikit-learn's ``HistGradientBoostingClassifier`` with balanced class weights;
 :func:`export_trees` flattens it for ``ecgedge.device.trees.Trees``, which runs it in numpy.
 The CNN's and the head's class probabilities are combined on the device by
-``ecgedge.device.rhythm.combine`` (geometric mean).
+``ecgedge.device.rhythm.combine`` (geometric mean, weighted per class: AF three quarters the head's).
 """
 
 import numpy as np
@@ -142,11 +142,13 @@ def deployable_rhythm_head(run_dir, data, features, train, test, seed):
     return {"y_pred": proba.argmax(axis=1).tolist(), "proba": _proba_rows(proba)}
 
 
-def combined_predictions(cnn_proba, rhythm_proba):
-    """Class indices of the combined CNN + rhythm head decision (:func:`ecgedge.device.rhythm.combine`)."""
-    from ecgedge.device.rhythm import combine
+def combined_predictions(cnn_proba, rhythm_proba, class_names):
+    """Class indices of the combined CNN + rhythm head decision, as the bundle combines them
+    (:func:`ecgedge.device.rhythm.combine` with the per-class ``cnn_weights``)."""
+    from ecgedge.device.rhythm import cnn_weights, combine
 
-    return combine(np.asarray(cnn_proba), np.asarray(rhythm_proba)).argmax(axis=1).astype(int).tolist()
+    combined = combine(np.asarray(cnn_proba), np.asarray(rhythm_proba), cnn_weights(class_names))
+    return combined.argmax(axis=1).astype(int).tolist()
 
 
 def combined_tables(cnn, rhythm, class_names):
@@ -166,10 +168,12 @@ def combined_tables(cnn, rhythm, class_names):
 
     by_fold = {r["fold"]: r for r in rhythm}
     tables = {"rhythm_head": report.cross_validation_metrics(rhythm, class_names)}
-    combined = [{**r, "y_pred": combined_predictions(r["proba"], by_fold[r["fold"]]["proba"])} for r in cnn]
+    combined = [{**r, "y_pred": combined_predictions(r["proba"], by_fold[r["fold"]]["proba"], class_names)}
+                for r in cnn]
     tables["cnn_rhythm"] = report.cross_validation_metrics(combined, class_names)
     if all("proba" in r.get("int8", {}) for r in cnn):
-        int8 = [{**r, "y_pred": combined_predictions(r["int8"]["proba"], by_fold[r["fold"]]["proba"])} for r in cnn]
+        int8 = [{**r, "y_pred": combined_predictions(r["int8"]["proba"], by_fold[r["fold"]]["proba"], class_names)}
+                for r in cnn]
         tables["cnn_rhythm_int8"] = report.cross_validation_metrics(int8, class_names)
         tables["cnn_rhythm_int8"]["agreement_with_float"] = float(np.mean(
             np.concatenate([r["y_pred"] for r in int8]) == np.concatenate([r["y_pred"] for r in combined])))

@@ -18,7 +18,7 @@ as the recording level, a window being a recording of one window.
 import numpy as np
 
 from ecgedge.device.decision import DecisionRule, RecordingDecision, decide, recording_metrics
-from ecgedge.device.rhythm import combine
+from ecgedge.device.rhythm import cnn_weights, combine
 
 
 def out_of_fold(fold_results, n, key=None):
@@ -34,13 +34,14 @@ def out_of_fold(fold_results, n, key=None):
     return out
 
 
-def device_out_of_fold(cnn, rhythm, n):
+def device_out_of_fold(cnn, rhythm, n, class_names):
     """The device's out-of-fold probabilities: int8 CNN (float when a fold has no int8 result)
-    combined with the rhythm head (``ecgedge.device.rhythm.combine``); the CNN alone without a head."""
+    combined with the rhythm head as the bundle will (``ecgedge.device.rhythm.combine`` with the
+    per-class ``cnn_weights``); the CNN alone without a head."""
     key = "int8" if all("int8" in r for r in cnn) else None
     proba = out_of_fold(cnn, n, key)
     if rhythm:
-        proba = combine(proba, out_of_fold(rhythm, n))
+        proba = combine(proba, out_of_fold(rhythm, n), cnn_weights(class_names))
     return proba
 
 

@@ -401,7 +401,7 @@ def deployable_model(run_dir, data, images, cfg, scaling, progress, features=Non
     }
     if features is not None:
         rhythm = deployable_rhythm_head(run_dir, data, features, np.concatenate([train, val]), test, cfg.seed)
-        y_pred = combined_predictions(result["test"]["proba"], rhythm["proba"])
+        y_pred = combined_predictions(result["test"]["proba"], rhythm["proba"], class_names)
         result["rhythm"] = {**rhythm, "metrics": report.classification_metrics(data.y[test], rhythm["y_pred"],
                                                                                class_names)}
         result["combined"] = {"y_pred": y_pred,
@@ -531,7 +531,8 @@ def level_tables(task, data, cnn, rhythm):
     """Per-database and recording-level scores (:mod:`ecgedge.train.scoring`) of the device's
     decision (int8 CNN + rhythm head when the folds have them), the rhythm head alone and the CNN alone."""
     n = len(data.y)
-    models = {"device": scoring.device_out_of_fold(cnn, rhythm, n), "cnn": scoring.out_of_fold(cnn, n)}
+    models = {"device": scoring.device_out_of_fold(cnn, rhythm, n, data.class_names),
+              "cnn": scoring.out_of_fold(cnn, n)}
     if rhythm:
         models["rhythm_head"] = scoring.out_of_fold(rhythm, n)
     return {name: scoring.level_scores(task, data.windows, proba) for name, proba in models.items()}

@@ -204,6 +204,11 @@ def test_combine_is_a_normalised_geometric_mean():
     expected = np.sqrt(a * b) / np.sqrt(a * b).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(c, expected, rtol=1e-9)
     assert c[0].argmax() == 1  # 0.2 * 0.8 beats 0.7 * 0.1
+    w = np.array([0.5, 0.25, 0.5])  # the CNN's weight per class
+    weighted = rhythm.combine(a, b, w)
+    expected = a ** w * b ** (1 - w)
+    np.testing.assert_allclose(weighted, expected / expected.sum(axis=1, keepdims=True), rtol=1e-9)
+    np.testing.assert_array_equal(rhythm.cnn_weights(["NSR", "AF", "OTHER"]), w)
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +284,9 @@ def test_bundle_carries_the_rhythm_head_and_refuses_a_broken_one(rhythm_bundle, 
     from ecgedge.device.bundle import MANIFEST_FILE, load_bundle
 
     head = rhythm_bundle.manifest["rhythm_head"]
-    assert head["file"] == "rhythm_head.npz" and head["combine"] == "geometric_mean"
+    assert head["file"] == "rhythm_head.npz" and head["combine"] == "weighted_geometric_mean"
+    assert head["cnn_weights"] == rhythm.cnn_weights(rhythm_bundle.classes).tolist()
+    assert head["cnn_weights"][rhythm_bundle.classes.index("AF")] == 0.25
     assert head["features"] == list(rhythm.FEATURE_NAMES)
     assert rhythm_bundle.rhythm_head_path.stat().st_size == head["bytes"]
 
@@ -292,6 +299,25 @@ def test_bundle_carries_the_rhythm_head_and_refuses_a_broken_one(rhythm_bundle, 
     def prepend_byte(path):
         head_file = path / "rhythm_head.npz"
         head_file.write_bytes(b"x" + head_file.read_bytes())
+
+    def resealed(name, edit):
+        from ecgedge.device.bundle import write_manifest
+
+        path = tmp_path / name
+        shutil.copytree(rhythm_bundle.path, path)
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        edit(manifest["rhythm_head"])
+        write_manifest(path, manifest)
+        return path
+
+    # A bundle of the plain geometric mean (before per-class weights) loads and weighs 0.5 each.
+    old = resealed("old_rule", lambda h: (h.update(combine="geometric_mean"), h.pop("cnn_weights")))
+    np.testing.assert_array_equal(load_bundle(old).cnn_weights, 0.5)
+    for name, edit, message in (("no_weights", lambda h: h.pop("cnn_weights"), "cnn_weights must be a list of 4"),
+                                ("weight_2", lambda h: h["cnn_weights"].__setitem__(1, 2.0),
+                                 r"cnn_weights\[1\] must be a finite number >= 0 and <= 1, got 2.0")):
+        with pytest.raises(EcgEdgeError, match=message):
+            load_bundle(resealed(name, edit))
 
     tampered = broken("tampered", prepend_byte)
     with pytest.raises(EcgEdgeError, match="does not match its manifest"):
@@ -337,7 +363,7 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
              rhythm.rr_irregularity(np.diff(beats) / fs_model), rhythm.spectrum_features(z, fs_model)]
     np.testing.assert_array_equal(features, np.concatenate(parts))
     cnn = without.classify_image(image)
-    expected = rhythm.combine(cnn, with_head.trees.predict_proba(features))
+    expected = rhythm.combine(cnn, with_head.trees.predict_proba(features), with_head.bundle.cnn_weights)
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
     np.testing.assert_allclose(without.classify_window(window, fs).probs, cnn)
 
@@ -397,5 +423,6 @@ def test_a_head_of_an_earlier_version_reads_its_own_columns(tiny_bundle, tmp_pat
     window = synthetic_ecg(classifier.window_samples(360.0), 360.0, seed=3)
     image, all_features = classifier.preprocess(window, 360.0)
     assert all_features.shape == (len(rhythm.FEATURE_NAMES),)
-    expected = rhythm.combine(classifier.classify_image(image), classifier.trees.predict_proba(all_features[:35][::-1]))
+    expected = rhythm.combine(classifier.classify_image(image), classifier.trees.predict_proba(all_features[:35][::-1]),
+                              classifier.bundle.cnn_weights)
     np.testing.assert_allclose(classifier.classify_window(window, 360.0).probs, expected, rtol=1e-6)
