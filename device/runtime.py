@@ -199,6 +199,7 @@ class Classifier:
                                "rebuild the bundle")
         # A head trained by an earlier version reads the features it knows, by name.
         self._head_columns = np.array(feature_columns(self.bundle.rhythm_features)) if self.trees is not None else None
+        self._cnn_weights = self.bundle.cnn_weights  # the CNN's weight per class in combine
         self.info = {**self.info, "rhythm_head": self.trees is not None}
         self.decision_rule = rule_from_manifest(manifest.get("decision"), self.classes, self.bundle.path / "model.json")
 
@@ -242,7 +243,7 @@ class Classifier:
         if features is None or self.trees is None:
             return probs
         head = self.trees.predict_proba(features[self._head_columns])
-        return combine(probs, head, self.bundle.cnn_weights).astype(np.float32)
+        return combine(probs, head, self._cnn_weights).astype(np.float32)
 
     def classify_window(self, window, fs, t_start=0.0):
         """Classify one raw window.

@@ -30,6 +30,7 @@ from ecgedge.device.dsp import to_model_rate, window_image, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.evaluate import list_records
 from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
+from ecgedge.device.wfdb_reader import lead_index
 
 CACHE_VERSION = 3  # raise when windows, images or rhythm features would come out differently
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
@@ -149,15 +150,6 @@ def read_header(db_dir, record):
     return _wfdb_call("header", header, wfdb.rdheader, str(Path(db_dir) / record))
 
 
-def choose_lead(names, leads, fallback="first", where="record", units=None):
-    """Index of the signal to use: the first of ``leads`` present, else the fallback
-    (:func:`ecgedge.device.wfdb_reader.lead_index`: ``"first"`` takes the first signal that may
-    be ECG, ``"none"`` raises), as the device chooses it."""
-    from ecgedge.device.wfdb_reader import lead_index
-
-    return lead_index(list(names), list(leads), fallback, where, units)
-
-
 def read_record(db_dir, record, leads=("MLII",), fallback="first"):
     """Read one lead of a WFDB record.
 
@@ -165,7 +157,8 @@ def read_record(db_dir, record, leads=("MLII",), fallback="first"):
     ----------
     db_dir : folder of the database.
     record : record name, e.g. ``"201"``.
-    leads, fallback : see :func:`choose_lead`.
+    leads, fallback : the lead preference and what to do without one
+        (:func:`ecgedge.device.wfdb_reader.lead_index`, as the device chooses).
 
     Returns
     -------
@@ -175,7 +168,7 @@ def read_record(db_dir, record, leads=("MLII",), fallback="first"):
 
     header = read_header(db_dir, record)
     names = list(header.sig_name or [])
-    channel = choose_lead(names, leads, fallback, f"record {Path(db_dir) / record}", header.units)
+    channel = lead_index(names, leads, fallback, f"record {Path(db_dir) / record}", header.units)
     data_file = Path(db_dir) / (header.file_name[channel] if header.file_name else f"{record}.dat")
     rec = _wfdb_call(
         "signal file", data_file, wfdb.rdrecord, str(Path(db_dir) / record), channels=[channel]
