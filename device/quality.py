@@ -95,13 +95,29 @@ def welch_spectrum(x, fs, segments=WELCH_SEGMENTS):
     (f, p) : ndarrays of shape (m,), Hz and power.
     """
     x = np.asarray(x, dtype=np.float64)
-    n = max(x.size // segments, min(x.size, 8))
-    step = n // 2
-    starts = np.arange(0, x.size - n + 1, step)
-    segments = x[starts[:, None] + np.arange(n)]
-    segments = segments - segments.mean(axis=1, keepdims=True)
-    spectra = np.fft.rfft(segments * np.hanning(n + 1)[:-1], axis=1)
-    return np.fft.rfftfreq(n, 1.0 / fs), (spectra.real ** 2 + spectra.imag ** 2).mean(axis=0)
+    f, index, window = _welch_plan(x.size, float(fs), segments)
+    pieces = x[index]
+    pieces -= pieces.sum(axis=1, keepdims=True) / pieces.shape[1]
+    spectra = np.fft.rfft(pieces * window, axis=1)
+    return f, (spectra.real ** 2 + spectra.imag ** 2).sum(axis=0) / len(index)
+
+
+@lru_cache(maxsize=8)
+def _welch_plan(size, fs, segments):
+    """Frequencies, segment sample indices and window of :func:`welch_spectrum`, once per length and rate."""
+    n = max(size // segments, min(size, 8))
+    starts = np.arange(0, size - n + 1, n // 2)
+    return np.fft.rfftfreq(n, 1.0 / fs), starts[:, None] + np.arange(n), np.hanning(n + 1)[:-1]
+
+
+@lru_cache(maxsize=8)
+def _band_plan(size, fs):
+    """Bin ranges of the 16 log-spaced bands from 0.5 Hz to 0.45 fs in the Welch spectrum of a
+    window of ``size`` samples, and their log10 centres."""
+    f = _welch_plan(size, fs, WELCH_SEGMENTS)[0]
+    edges = np.geomspace(ECG_BAND_HZ[0], 0.45 * fs, POWER_LAW_BANDS + 1)
+    bins = np.searchsorted(f, edges)
+    return bins[:-1], bins[1:], np.log10(np.sqrt(edges[:-1] * edges[1:]))
 
 
 def power_law_fit(x, fs):
@@ -114,21 +130,22 @@ def power_law_fit(x, fs):
     (geometric over arithmetic mean) of the first difference's Welch spectrum above 0.5 Hz.
     NaN for a window with too few bands or no power.
     """
-    f, p = welch_spectrum(x, fs)
-    edges = np.geomspace(ECG_BAND_HZ[0], 0.45 * fs, POWER_LAW_BANDS + 1)
-    band = np.searchsorted(f, edges)
-    centres, powers = [], []
-    for i, (lo, hi) in enumerate(zip(band[:-1], band[1:])):
-        if hi > lo and p[lo:hi].mean() > 0:
-            centres.append(np.log10(np.sqrt(edges[i] * edges[i + 1])))
-            powers.append(np.log10(p[lo:hi].mean()))
-    _, pd = welch_spectrum(np.diff(x), fs)
-    pd = pd[np.searchsorted(f, ECG_BAND_HZ[0]):]
-    if len(centres) < 4 or not pd.size or not pd.mean() > 0 or np.any(pd <= 0):
+    x = np.asarray(x, dtype=np.float64)
+    _, p = welch_spectrum(x, fs)
+    lo, hi, centres = _band_plan(x.size, float(fs))
+    cumulative = np.concatenate([[0.0], np.cumsum(p)])
+    counts = hi - lo
+    sums = cumulative[hi] - cumulative[lo]
+    used = (counts > 0) & (sums > 0)
+    fd, pd = welch_spectrum(np.diff(x), fs)
+    pd = pd[np.searchsorted(fd, ECG_BAND_HZ[0]):]
+    if used.sum() < 4 or not pd.size or np.any(pd <= 0):
         return float("nan"), float("nan"), float("nan")
-    slope, intercept = np.polyfit(centres, powers, 1)
-    residual = np.sqrt(np.mean((np.asarray(powers) - (slope * np.asarray(centres) + intercept)) ** 2))
-    flatness = np.exp(np.mean(np.log(pd))) / pd.mean()
+    cx, cy = centres[used], np.log10(sums[used] / counts[used])
+    dx, dy = cx - cx.sum() / cx.size, cy - cy.sum() / cy.size
+    slope = (dx * dy).sum() / (dx * dx).sum()
+    residual = np.sqrt(((dy - slope * dx) ** 2).sum() / cy.size)
+    flatness = np.exp(np.log(pd).sum() / pd.size) / (pd.sum() / pd.size)
     return float(residual), float(slope), float(flatness)
 
 
