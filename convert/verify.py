@@ -173,8 +173,7 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
         head = load_trees(bundle.rhythm_head_path).predict_proba(features)
         weights = bundle.cnn_weights
         combined = compare(combine(float_scores, head, weights), combine(tflite_scores, head, weights), windows.y,
-                           bundle.classes,
-                           windows.record, windows.start_s, threshold=threshold, top_k=0)
+                           bundle.classes, windows.record, windows.start_s, threshold=threshold, top_k=0)
         report["with_rhythm_head"] = {k: combined[k] for k in ("n", "agreement", "passed", "accuracy", "confusion")}
     report.update(bundle=str(bundle.path), run=str(run.path), quantization=bundle.manifest["quantization"],
                   split=split)

@@ -21,8 +21,9 @@ ECG, so that noise, mains hum or a test signal is never called a rhythm:
   filters bend it above 40 Hz. Three numbers of the Welch spectrum (Hann segments of a fifth
   of the window, 2 s of 10 s, half overlapping) say it: the RMS distance (log10 units) of 16
   log-spaced band powers from 0.5 Hz to 0.45 fs to their straight-line fit, that line's slope,
-  and the spectral flatness of the first difference above 0.5 Hz. Measured on 1,800 random walks (Gaussian, uniform and
-  integer steps; 100 to 1000 Hz): distance <= 0.245, slope -2.21 to -1.73, flatness >= 0.90.
+  and the spectral flatness of the first difference above 0.5 Hz. Measured on 1,800 random
+  walks (Gaussian, uniform and integer steps; 100 to 1000 Hz): distance <= 0.245, slope -2.21 to
+  -1.73, flatness >= 0.91.
   Refused when all three hold: distance < ``MAX_POWER_LAW_RESIDUAL`` = 0.3, slope within
   ``RANDOM_WALK_SLOPE`` = (-2.5, -1.5), flatness > ``MIN_DIFF_FLATNESS`` = 0.85. Of the real
   windows (39,873 non-overlapping 10 s windows of the four databases) only 22 of cudb's

@@ -27,6 +27,8 @@ to 0.83: sinus rhythm with frequent PVCs (mitdb 233) and atrial fibrillation wit
 looked alike in their RR intervals.
 """
 
+from functools import lru_cache
+
 import numpy as np
 
 from ecgedge.device.dsp import resample_poly, resample_ratio, standardize, to_model_rate
@@ -441,17 +443,26 @@ def spectrum_features(z, fs):
     of the band's power in ``ATRIAL_BAND_HZ``. NaN without power in the band.
     """
     z = np.asarray(z, dtype=np.float64)
-    f = np.fft.rfftfreq(z.size, 1.0 / fs)
-    spectrum = np.fft.rfft(z * np.hanning(z.size))
+    window, band, atrial_band = _spectrum_plan(z.size, float(fs))
+    spectrum = np.fft.rfft(z * window)
     power = spectrum.real ** 2 + spectrum.imag ** 2
-    band = (f >= SPECTRUM_BAND_HZ[0]) & (f <= min(SPECTRUM_BAND_HZ[1], fs / 2))
     total = power[band].sum()
-    if band.sum() < 2 or not total > 0:
+    if band.stop - band.start < 2 or not total > 0:
         return np.full(len(SPECTRUM_NAMES), np.nan)
     share = power[band] / total
     entropy = -(share * np.log(share + 1e-12)).sum() / np.log(share.size)
-    atrial = power[(f >= ATRIAL_BAND_HZ[0]) & (f <= ATRIAL_BAND_HZ[1])].sum() / total
-    return np.array([entropy, atrial])
+    return np.array([entropy, power[atrial_band].sum() / total])
+
+
+@lru_cache(maxsize=8)
+def _spectrum_plan(size, fs):
+    """Hann window and the bin ranges (slices) of the ECG and atrial bands, once per length and rate."""
+    f = np.fft.rfftfreq(size, 1.0 / fs)
+
+    def bins(lo, hi):
+        return slice(int(np.searchsorted(f, lo)), int(np.searchsorted(f, hi, side="right")))
+
+    return np.hanning(size), bins(SPECTRUM_BAND_HZ[0], min(SPECTRUM_BAND_HZ[1], fs / 2)), bins(*ATRIAL_BAND_HZ)
 
 
 def feature_columns(names):
