@@ -1,6 +1,7 @@
-"""Robustness of the device runtime: recorded noise at chosen SNRs, non-ECG input, units and offset.
+"""Robustness of the device runtime: recorded noise at chosen SNRs, non-ECG input, units and
+offset, recorders' sampling rates.
 
-Three questions a user of a new recorder asks, answered with the int8 bundle through the
+Four questions a user of a new recorder asks, answered with the int8 bundle through the
 device runtime (``ecgedge.device.runtime.Classifier``):
 
 1. **Noise.** The MIT-BIH Noise Stress Test Database's recorded noise -- ``bw`` (baseline
@@ -13,6 +14,8 @@ device runtime (``ecgedge.device.runtime.Classifier``):
    spike and muscle bursts: what the device answers (the wanted answer is never a rhythm).
 3. **Units and offset.** The same windows in mV, uV, ADC counts and with a DC offset:
    the share of windows whose label stays the same.
+4. **Sampling rate.** The same windows as a 125, 200, 250 or 500 Hz recorder would give them
+   (resampled from MIT-BIH's 360 Hz): accuracy and the share of labels that stay the same.
 """
 
 import numpy as np
@@ -20,6 +23,7 @@ import numpy as np
 NOISES = ("bw", "ma")
 DEFAULT_SNRS_DB = (24.0, 18.0, 12.0, 6.0, 0.0)
 DEFAULT_RECORDS = ("100", "103", "105", "119", "201", "203", "210", "219")
+RECORDER_RATES = (125.0, 200.0, 250.0, 500.0)
 
 
 def _not_a_rhythm(result, noise_class):
@@ -101,8 +105,24 @@ def units_and_offset(classifier, data_root, records):
             for name, v in variants.items()}
 
 
+def recorder_rates(classifier, data_root, records, rates=RECORDER_RATES):
+    """Per rate: accuracy and the share of labels unchanged when the windows come at that rate."""
+    from ecgedge.device.dsp import resample_poly, resample_ratio
+
+    x, y, fs = _labelled_windows(classifier, data_root, records)
+    x = x.astype(np.float64)
+    reference = [r.label for r in classifier.classify_windows(x, fs)]
+    out = {"native_hz": float(fs), "native_accuracy": float(np.mean([a == b for a, b in zip(reference, y)]))}
+    for rate in rates:
+        ratio = resample_ratio(fs, rate)
+        labels = [r.label for r in classifier.classify_windows(np.stack([resample_poly(w - w.mean(), *ratio) for w in x]), rate)]
+        out[f"{rate:g}"] = {"accuracy": float(np.mean([a == b for a, b in zip(labels, y)])),
+                            "same_label": float(np.mean([a == b for a, b in zip(labels, reference)]))}
+    return out
+
+
 def measure_robustness(bundle, data_dir=None, records=DEFAULT_RECORDS, snrs_db=DEFAULT_SNRS_DB, seed=0):
-    """All three parts, JSON-ready."""
+    """All four parts, JSON-ready."""
     from ecgedge.device.runtime import Classifier
     from ecgedge.train.data import data_root
 
@@ -111,7 +131,8 @@ def measure_robustness(bundle, data_dir=None, records=DEFAULT_RECORDS, snrs_db=D
     return {"bundle": str(bundle), "task": classifier.bundle.manifest.get("task"),
             "noise_stress": noise_stress(classifier, root, records, snrs_db, seed),
             "non_ecg": non_ecg(classifier, seed=seed),
-            "units_and_offset": units_and_offset(classifier, root, records)}
+            "units_and_offset": units_and_offset(classifier, root, records),
+            "recorder_rates": recorder_rates(classifier, root, records)}
 
 
 def summary(results):
@@ -125,6 +146,11 @@ def summary(results):
     lines += [f"{name}: {v['label'] or 'no label'}" + (f" ({v['reason']})" if v["reason"] else "")
               for name, v in results["non_ecg"].items()]
     lines.append("same label: " + ", ".join(f"{k} {v:.4f}" for k, v in results["units_and_offset"].items()))
+    rates = results.get("recorder_rates")
+    if rates:
+        lines.append(f"sampling rate (native {rates['native_hz']:g} Hz, accuracy {rates['native_accuracy']:.3f}): "
+                     + "; ".join(f"{k} Hz acc {v['accuracy']:.3f} / same label {v['same_label']:.3f}"
+                                 for k, v in rates.items() if isinstance(v, dict)))
     return "\n".join(lines)
 
 

@@ -464,11 +464,15 @@ def check_manifest(manifest, manifest_path=MANIFEST_FILE):
     return manifest
 
 
+OPTIONAL_SPECTROGRAM = ("lowpass_hz",)
+"""Spectrogram settings a manifest may leave out (bundles made before them)."""
+
+
 def _check_spectrogram(c, spec):
     """The manifest's spectrogram as a validated SpectrogramConfig within the memory bounds."""
     c.mapping("spectrogram", spec)
     fields = list(SpectrogramConfig.__dataclass_fields__)
-    missing = [k for k in fields if k not in spec]
+    missing = [k for k in fields if k not in spec and k not in OPTIONAL_SPECTROGRAM]
     unknown = sorted(set(spec) - set(fields))
     if missing or unknown:
         c.fail("spectrogram", f"an object of exactly {fields}", spec)
@@ -487,6 +491,8 @@ def _check_spectrogram(c, spec):
         c.integer(f"spectrogram.channels[{i}][1]", pair[1], nperseg, MAX_NFFT)
     c.integer("spectrogram.n_freq", spec["n_freq"], 1, MAX_NFFT // 2 + 1)
     c.number("spectrogram.eps", spec["eps"], 0, 1e6)
+    if spec.get("lowpass_hz") is not None:
+        c.number("spectrogram.lowpass_hz", spec["lowpass_hz"], 0, fs / 2)
     try:
         cfg = SpectrogramConfig.from_dict(spec)
     except EcgEdgeError as exc:

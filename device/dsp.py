@@ -6,7 +6,11 @@ bundle as ``SpectrogramConfig.to_dict()``. There is no second implementation any
 Pipeline for one window of raw samples at any input rate ``fs_in``:
 
 1. ``resample_poly``: polyphase resampling to ``cfg.fs`` (bit-for-bit the algorithm of
-   ``scipy.signal.resample_poly`` with its default Kaiser window, which the tests use as oracle).
+   ``scipy.signal.resample_poly`` with its default Kaiser window, which the tests use as oracle);
+   then, when ``cfg.lowpass_hz`` is set, ``lowpass`` to that band (a linear-phase Kaiser FIR,
+   ``scipy.signal.firwin`` in the tests). Recorders differ most above 40 Hz (CinC 2017's
+   AliveCor has ~16x less power at 50-64 Hz than MIT-BIH's Holters; a 125 Hz monitor has none
+   above 62.5 Hz): band-limited, a window reads alike from 125 to 500 Hz hardware.
 2. standardise the window (zero mean, unit standard deviation), so gain and baseline offset of
    a recorder or patient do not reach the model.
 3. for each image channel ``(nperseg, nfft)``: the magnitude STFT with a periodic Hann window,
@@ -42,6 +46,8 @@ class SpectrogramConfig:
     channels : one ``(nperseg, nfft)`` pair per image channel, samples at ``fs``.
     n_freq : rows of the image: the lowest ``n_freq`` frequency bins of each channel.
     eps : added to the magnitude (of a unit-variance window) before the log.
+    lowpass_hz : None, or the cut-off (Hz) of the low-pass every window gets at ``fs`` after
+        resampling (``lowpass``); the rhythm features read the same band.
     """
 
     fs: float = 128.0
@@ -50,10 +56,13 @@ class SpectrogramConfig:
     channels: tuple = ((64, 256), (256, 256), (512, 512))
     n_freq: int = 128
     eps: float = 1e-3
+    lowpass_hz: object = None  # optional: see to_dict
 
     def __post_init__(self):
         # Lists from JSON become tuples, so configs compare and hash by value.
         object.__setattr__(self, "channels", tuple(tuple(int(v) for v in c) for c in self.channels))
+        if self.lowpass_hz is not None:
+            object.__setattr__(self, "lowpass_hz", float(self.lowpass_hz))
 
     @property
     def n_samples(self):
@@ -91,11 +100,16 @@ class SpectrogramConfig:
                 )
         if not self.eps > 0:
             raise EcgEdgeError(f"eps must be > 0, got {self.eps}")
+        if self.lowpass_hz is not None and not 0 < self.lowpass_hz < self.fs / 2:
+            raise EcgEdgeError(f"lowpass_hz must be between 0 and fs / 2 = {self.fs / 2} Hz, got {self.lowpass_hz}")
         return self
 
     def to_dict(self):
+        """JSON-ready settings; ``lowpass_hz`` only when set (configs without it read as before)."""
         d = asdict(self)
         d["channels"] = [list(c) for c in self.channels]
+        if d["lowpass_hz"] is None:
+            del d["lowpass_hz"]
         return d
 
     @classmethod
@@ -201,6 +215,25 @@ def resample_poly(x, up, down):
     padded[lead:lead + x.size] = x
     rows = _frames(padded, first, weights.shape[1], down, n_rows)
     return (rows @ weights.T).reshape(-1)[:n_out]
+
+
+LOWPASS_S = 0.5
+"""Length of ``lowpass``'s FIR, seconds (65 taps at 128 Hz: 37-43 Hz transition for a 40 Hz cut-off)."""
+
+
+@lru_cache(maxsize=16)
+def lowpass_taps(cutoff_hz, fs):
+    """Linear-phase low-pass FIR: ``scipy.signal.firwin(numtaps, cutoff_hz, fs=fs, window=('kaiser', 5.0))``
+    with ``numtaps`` the odd number nearest ``LOWPASS_S * fs``; unit gain at 0 Hz."""
+    numtaps = int(round(LOWPASS_S * fs)) // 2 * 2 + 1
+    m = np.arange(numtaps) - (numtaps - 1) / 2
+    h = 2 * cutoff_hz / fs * np.sinc(2 * cutoff_hz / fs * m) * np.kaiser(numtaps, 5.0)
+    return h / h.sum()
+
+
+def lowpass(x, cutoff_hz, fs):
+    """``x`` (1-D, at ``fs`` Hz) through ``lowpass_taps`` without delay (zeros beyond its ends)."""
+    return np.convolve(np.asarray(x, dtype=np.float64), lowpass_taps(float(cutoff_hz), float(fs)), mode="same")
 
 
 @lru_cache(maxsize=16)
@@ -311,7 +344,8 @@ def to_model_rate(x, fs_in, cfg):
     Returns
     -------
     ndarray of shape (cfg.n_samples,), float64, centred (zero mean before resampling): the
-    same for ``x`` and ``a * x + b``, up to rounding, for any gain a > 0 and offset b.
+    same for ``x`` and ``a * x + b``, up to rounding, for any gain a > 0 and offset b; low-passed
+    to ``cfg.lowpass_hz`` when set.
     """
     up, down = resample_ratio(fs_in, cfg.fs)
     # Centred first: the resampler pads with zeros, so an offset would ring at both ends and
@@ -325,7 +359,8 @@ def to_model_rate(x, fs_in, cfg):
         )
     if y.size < cfg.n_samples:
         y = np.concatenate([y, np.zeros(cfg.n_samples - y.size)])
-    return y[: cfg.n_samples]
+    y = y[: cfg.n_samples]
+    return y if cfg.lowpass_hz is None else lowpass(y, cfg.lowpass_hz, cfg.fs)
 
 
 def window_image(x, fs_in, cfg):

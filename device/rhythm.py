@@ -31,7 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ecgedge.device.dsp import resample_poly, resample_ratio, standardize, to_model_rate
+from ecgedge.device.dsp import lowpass, resample_poly, resample_ratio, standardize, to_model_rate
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.trees import softmax
 
@@ -410,8 +410,11 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None):
     """
     z = standardize(to_model_rate(x, fs_in, cfg)) if standardized is None else standardized
     beats = detect_beats(z, cfg.fs)
-    # Centred before resampling (the resampler pads with zeros; see dsp.to_model_rate).
+    # Centred before resampling (the resampler pads with zeros; see dsp.to_model_rate), and in
+    # the model's band when it has one, so that the recorder's bandwidth does not show.
     at_sharpness_rate = x if fs_in == SHARPNESS_FS else resample_poly(x - np.mean(x), *resample_ratio(fs_in, SHARPNESS_FS))
+    if cfg.lowpass_hz is not None:
+        at_sharpness_rate = lowpass(at_sharpness_rate - np.mean(at_sharpness_rate), cfg.lowpass_hz, SHARPNESS_FS)
     rr = np.diff(beats) / cfg.fs
     return np.concatenate([rr_statistics(rr), beat_shape_features(z, beats, cfg.fs),
                            sharpness_features(at_sharpness_rate), atrial_features(z, beats, cfg.fs),

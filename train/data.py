@@ -416,8 +416,9 @@ def _compute_record_windows(task, db, db_dir, record):
                                    pad_short=db.labels in ("reference", "record"))
     fs = rec.fs
     if task.fs and task.fs != rec.fs:
-        # Resample each window exactly as the device would resample its raw window.
-        target = replace(task.spectrogram, fs=task.fs)
+        # Resample each window exactly as the device would resample its raw window (the model's
+        # low-pass comes later, at the model rate, on the device and in training alike).
+        target = replace(task.spectrogram, fs=task.fs, lowpass_hz=None)
         x = np.stack([to_model_rate(w, rec.fs, target) for w in x]).astype(np.float32) if len(x) \
             else np.zeros((0, window_length(task.fs, target)), dtype=np.float32)
         fs = task.fs

@@ -169,3 +169,19 @@ def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
     assert set(seen) == {float(w[0]) for w in given}  # only those windows, repeated to make 1 + 3
     with pytest.raises(EcgEdgeError, match="no windows"):
         measure_window_latency(classifier, fs=250.0, n=3, windows=[])
+
+
+def test_recorder_rates_classify_the_same_windows_at_other_rates(rhythm_bundle, physionet_dir):
+    from ecgedge.benchmarks.bench_robustness import recorder_rates, summary
+    from ecgedge.device.runtime import Classifier
+
+    classifier = Classifier(rhythm_bundle, num_threads=1)
+    out = recorder_rates(classifier, physionet_dir, ("203",), rates=(360.0, 125.0))
+    assert out["native_hz"] == 360.0
+    # 360 -> 360 Hz is the identity: every label stays, at the native accuracy.
+    assert out["360"] == {"accuracy": out["native_accuracy"], "same_label": 1.0}
+    assert 0.0 <= out["125"]["same_label"] <= 1.0 and 0.0 <= out["125"]["accuracy"] <= 1.0
+    text = summary({"noise_stress": {"clean": {"accuracy": 1.0, "not_a_rhythm": 0.0}, "n_windows": 1,
+                                     "records": ["203"], "noise": {}},
+                    "non_ecg": {}, "units_and_offset": {}, "recorder_rates": out})
+    assert "125 Hz acc" in text

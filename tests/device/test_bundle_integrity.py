@@ -182,6 +182,8 @@ VALUE_TAMPERS = [
     (_set("spectrogram", "fs", float("nan")), "spectrogram.fs must be a finite number > 0 and <= 20000, got nan"),
     (_set("spectrogram", "channels", [[64, 32]]), "spectrogram.channels[0][1] must be an integer in 64..65536"),
     (_set("spectrogram", "n_freq", True), "spectrogram.n_freq must be an integer in 1..32769, got True"),
+    (_set("spectrogram", "lowpass_hz", 70.0), "spectrogram.lowpass_hz must be a finite number > 0 and <= 64, got 70.0"),
+    (_set("spectrogram", "lowpass_hz", "40"), "spectrogram.lowpass_hz must be a finite number"),
     (_set("hop_s", 0), "hop_s must be a finite number >= 0.02 and <= 600, got 0"),
     (_set("hop_s", float("inf")), "hop_s must be a finite number >= 0.02 and <= 600, got inf"),
     (_set("window_s", 3.0), "window_s must be the spectrogram's window_s 2, got 3.0"),
@@ -199,6 +201,16 @@ def test_a_manifest_value_of_the_wrong_type_or_range_is_refused(tiny_bundle, tmp
     with pytest.raises(BundleError) as err:
         load_bundle(path)
     assert message in str(err.value) and str(err.value).startswith(str(path / MANIFEST_FILE))
+
+
+def test_a_low_passed_spectrogram_loads_and_one_without_the_setting_reads_as_before(tiny_bundle, tmp_path):
+    assert "lowpass_hz" not in read(tiny_bundle.path)["spectrogram"]  # made as before the setting
+    assert load_bundle(tiny_bundle.path).spectrogram.lowpass_hz is None
+    path = copy(tiny_bundle, tmp_path / "b")
+    manifest = read(path)
+    manifest["spectrogram"]["lowpass_hz"] = 3.0
+    write_manifest(path, manifest)
+    assert load_bundle(path).spectrogram.lowpass_hz == 3.0
 
 
 def test_unknown_keys_are_kept(tiny_bundle, tmp_path):

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from ecgedge.device.dsp import (
     SpectrogramConfig,
+    lowpass,
+    lowpass_taps,
     resample_poly,
     resample_ratio,
     stft_magnitude,
@@ -40,6 +42,14 @@ def scipy_stft_magnitude(x, nperseg, nfft, hop, n_frames):
     return mag[:, :n_frames]
 
 
+def scipy_lowpass(x, cutoff_hz, fs):
+    """firwin's filter run causally by lfilter, its delay of (numtaps - 1) / 2 samples taken back."""
+    numtaps = int(round(0.5 * fs)) // 2 * 2 + 1
+    taps = scipy.signal.firwin(numtaps, cutoff_hz, fs=fs, window=("kaiser", 5.0))
+    delay = (numtaps - 1) // 2
+    return scipy.signal.lfilter(taps, 1.0, np.pad(x, (0, delay)))[delay:]
+
+
 def scipy_window_image(x, fs_in, cfg):
     """window_image rebuilt from scipy.signal.resample_poly and scipy.signal.spectrogram
     (the window centred before resampling, so no offset rings at its ends)."""
@@ -48,6 +58,8 @@ def scipy_window_image(x, fs_in, cfg):
     y = scipy.signal.resample_poly(x - x.mean(), up, down, axis=0,
                                    window=("kaiser", 5.0), padtype="constant", cval=0.0)
     y = np.pad(y, (0, max(0, cfg.n_samples - y.size)))[: cfg.n_samples]
+    if cfg.lowpass_hz is not None:
+        y = scipy_lowpass(y, cfg.lowpass_hz, cfg.fs)
     z = y - y.mean()
     z = z / z.std()
     channels = [
@@ -72,6 +84,37 @@ def test_window_image_equals_scipy_pipeline(fs_in):
     image = window_image(x, fs_in, ODD_CFG)
     assert image.shape == (40, 600 // 7, 2) and image.dtype == np.float32
     np.testing.assert_allclose(image, scipy_window_image(x, fs_in, ODD_CFG), rtol=0, atol=IMAGE_ATOL)
+
+
+@pytest.mark.parametrize("fs_in", [250.0, 360.0, 125.0])
+def test_low_passed_window_image_equals_scipy_pipeline(fs_in):
+    cfg = SpectrogramConfig(fs=128.0, hop=20, channels=((32, 128), (512, 512)), n_freq=64, lowpass_hz=40.0)
+    x = ecg_like(window_length(fs_in, cfg), fs_in, seed=4)
+    np.testing.assert_allclose(window_image(x, fs_in, cfg), scipy_window_image(x, fs_in, cfg), rtol=0, atol=IMAGE_ATOL)
+
+
+@pytest.mark.parametrize("cutoff,fs", [(40.0, 128.0), (40.0, 360.0), (25.0, 100.0)])
+def test_lowpass_equals_scipy_firwin_without_delay(cutoff, fs):
+    numtaps = int(round(0.5 * fs)) // 2 * 2 + 1
+    np.testing.assert_allclose(lowpass_taps(cutoff, fs),
+                               scipy.signal.firwin(numtaps, cutoff, fs=fs, window=("kaiser", 5.0)), atol=1e-15)
+    x = np.random.default_rng(5).standard_normal(1000)
+    np.testing.assert_allclose(lowpass(x, cutoff, fs), scipy_lowpass(x, cutoff, fs), atol=1e-12)
+
+
+def test_lowpass_keeps_the_ecg_band_and_removes_what_lies_above():
+    fs = 128.0
+    t = np.arange(1280) / fs
+    inner = slice(64, -64)  # away from the zero-padded ends
+    for f, gain in [(5.0, 1.0), (30.0, 1.0), (45.0, 0.0), (60.0, 0.0)]:
+        y = lowpass(np.sin(2 * np.pi * f * t), 40.0, fs)
+        assert np.sqrt(2 * np.mean(y[inner] ** 2)) == pytest.approx(gain, abs=0.01), f
+
+
+@pytest.mark.parametrize("lowpass_hz", [0.0, -5.0, 64.0, 100.0])
+def test_config_refuses_a_lowpass_outside_the_band(lowpass_hz):
+    with pytest.raises(EcgEdgeError, match="lowpass_hz"):
+        SpectrogramConfig(lowpass_hz=lowpass_hz).validate()
 
 
 def test_default_config_image_equals_scipy_on_mitdb_rate():
@@ -121,7 +164,8 @@ def configs(draw):
     n_freq = draw(st.integers(1, min(nfft // 2 + 1 for _, nfft in pairs)))
     return SpectrogramConfig(fs=fs, window_s=window_s, hop=draw(st.integers(1, n_samples)),
                              channels=tuple(pairs), n_freq=n_freq,
-                             eps=draw(st.floats(1e-6, 1.0))).validate()
+                             eps=draw(st.floats(1e-6, 1.0)),
+                             lowpass_hz=draw(st.one_of(st.none(), st.floats(1.0, fs / 2 - 1.0)))).validate()
 
 
 @settings(max_examples=40, deadline=None)
