@@ -57,7 +57,7 @@ def label_source(db):
     """How database ``db`` (``ecgedge.train.tasks.DatabaseSpec``) labels windows, for the manifest."""
     return {"labels": db.labels, "annotator": db.annotator, "brackets": db.brackets,
             "reference": db.reference, "reference_labels": dict(db.reference_labels),
-            "record_label": db.record_label}
+            "record_label": db.record_label, "abnormal_sinus": db.abnormal_sinus}
 
 
 def load_split_windows(run, split, data_dir=None):

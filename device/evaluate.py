@@ -57,16 +57,16 @@ def label_source(manifest, data_dir):
     Returns
     -------
     dict with labels ("rhythm", "record", "reference"), annotator, brackets, reference,
-    reference_labels, record_label.
+    reference_labels, record_label, abnormal_sinus.
     """
     default = {"labels": "rhythm", "annotator": "atr", "brackets": "", "reference": "REFERENCE.csv",
-               "reference_labels": {}, "record_label": ""}
+               "reference_labels": {}, "record_label": "", "abnormal_sinus": ""}
     entry = (manifest.get("databases") or {}).get(Path(data_dir).name) or {}
     if not isinstance(entry, dict) or not set(entry) <= set(default):
         raise EcgEdgeError(f"the bundle's databases.{Path(data_dir).name} must be an object with keys "
                            f"{sorted(default)}, got {entry!r:.200}")
     source = {**default, **entry}
-    for key in ("labels", "annotator", "brackets", "reference", "record_label"):
+    for key in ("labels", "annotator", "brackets", "reference", "record_label", "abnormal_sinus"):
         if not isinstance(source[key], str) or "/" in source[key] or "\\" in source[key] or source[key] == "..":
             raise EcgEdgeError(f"the bundle's databases.{Path(data_dir).name}.{key} must be a plain name, "
                                f"got {source[key]!r:.200}")
@@ -125,6 +125,10 @@ def record_windows(record_path, label_map, window_s, hop_s, lead=("MLII",), fall
     x, starts, window_labels, skipped = labels.cut_windows(
         signal, labelled_intervals(record_path, source, len(signal)), length, hop, label_map,
         pad_short=source["labels"] in ("reference", "record"))
+    if source["abnormal_sinus"] and len(window_labels):
+        ann = read_annotations(record_path, source["annotator"])
+        window_labels = labels.abnormal_sinus(window_labels, starts, length, ann.sample, ann.symbol,
+                                              source["abnormal_sinus"])
     return RecordWindows(Path(record_path).name, x, starts, list(window_labels), header.fs,
                          header.signals[channel].name, Counter(skipped))
 

@@ -36,7 +36,7 @@ CACHE_VERSION = 3  # raise when windows, images or rhythm features would come ou
 DEFAULT_DATA = Path("~/.cache/ecgedge/physionet")
 DEFAULT_CACHE = Path("~/.cache/ecgedge/cache")
 # Beat annotation symbols (wfdb's ``is_qrs`` codes): what an RR-interval baseline needs.
-BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?!")
+BEAT_SYMBOLS = labels.BEAT_SYMBOLS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,6 +414,9 @@ def _compute_record_windows(task, db, db_dir, record):
     hop = max(int(round(task.hop_s * rec.fs)), 1)
     x, starts, label = cut_windows(rec.signal, intervals, length, hop, task.labels_for(db),
                                    pad_short=db.labels in ("reference", "record"))
+    if db.abnormal_sinus and len(label):
+        a = read_annotations(db_dir, record, db.annotator)
+        label = labels.abnormal_sinus(label, starts, length, a.sample, a.symbol, db.abnormal_sinus)
     fs = rec.fs
     if task.fs and task.fs != rec.fs:
         # Resample each window exactly as the device would resample its raw window (the model's

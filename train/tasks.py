@@ -86,6 +86,9 @@ class DatabaseSpec:
     reference : the CSV file of recording labels, for ``labels = "reference"``.
     reference_labels : ``((label in the CSV, rhythm label), ...)``, e.g. ``(("A", "(AFIB"),)``;
         a recording whose CSV label is not listed gives no windows.
+    abnormal_sinus : with typed beat annotations, the label of sinus windows with frequent
+        ectopic or bundle-branch-block beats (:func:`ecgedge.device.labels.abnormal_sinus`);
+        empty: none.
     """
 
     name: str
@@ -102,6 +105,7 @@ class DatabaseSpec:
     brackets: str = ""
     reference: str = "REFERENCE.csv"
     reference_labels: tuple = ()
+    abnormal_sinus: str = ""
 
     def __post_init__(self):
         for name in ("use", "leads", "records", "exclude"):
@@ -384,7 +388,11 @@ def _databases(table, source):
                 f"{where}: labels = \"record\" needs a known record_label such as \"(N\", "
                 f"got {spec.record_label!r}"
             )
-        for label in [v for _, v in spec.reference_labels] + ([spec.brackets] if spec.brackets else []):
+        if spec.abnormal_sinus and spec.labels != "rhythm":
+            raise EcgEdgeError(f"{where}: abnormal_sinus needs labels = \"rhythm\" (sinus windows and typed "
+                               f"beat annotations), got labels = {spec.labels!r}")
+        extra = [spec.brackets, spec.abnormal_sinus]
+        for label in [v for _, v in spec.reference_labels] + [v for v in extra if v]:
             if label not in KNOWN_LABELS:
                 raise EcgEdgeError(f"{where}: unknown rhythm label {label!r}; known labels: "
                                    f"{' '.join(sorted(KNOWN_LABELS))}")

@@ -92,15 +92,54 @@ def test_multidb_labels_on_real_records(physionet_dir, cache_dir):
 
 
 def test_device_eval_cuts_the_windows_training_cuts(physionet_dir, cache_dir):
+    from ecgedge.convert.rundir import label_source
     from ecgedge.device.evaluate import record_windows
 
     task = load_task("multidb-rhythm5")
-    for db_name, record in (("cudb", "cu01"), ("cinc2017", "A05493"), ("cinc2017", "A00004")):
+    for db_name, record in (("cudb", "cu01"), ("cinc2017", "A05493"), ("cinc2017", "A00004"), ("mitdb", "215")):
         db = task.database(db_name)
-        source = {"labels": db.labels, "annotator": db.annotator, "brackets": db.brackets,
-                  "reference": db.reference, "reference_labels": dict(db.reference_labels), "record_label": ""}
+        source = label_source(db)  # as the bundle carries it
         rw = record_windows(physionet_dir / db_name / record, task.label_map, task.window_s, task.hop_s,
                             task.leads, "first", source)
         ours = load_windows(task, physionet_dir, [f"{db_name}/{record}"], progress=False, cache_dir=cache_dir)
         assert rw.labels == ours.label.tolist()
         np.testing.assert_allclose(rw.starts / rw.fs, ours.start_s)
+
+
+def test_abnormal_sinus_relabels_sinus_windows_with_frequent_abnormal_beats():
+    length = 1000
+    starts = np.array([0, 1000, 2000, 3000, 4000])
+    window_labels = ["(N", "(N", "(N", "(AFIB", "(N"]
+    # window 0: one PVC; 1: two (a PVC and an APC); 2: 6 of 10 beats RBBB; 3: AF with PVCs;
+    # 4: 4 of 10 beats LBBB. Rhythm notes ("+") are not beats.
+    beats = [(0, "N"), (100, "V"), (200, "+"), (1100, "V"), (1500, "A"),
+             *[(2000 + 90 * i, "R" if i < 6 else "N") for i in range(10)],
+             (3100, "V"), (3500, "V"), *[(4000 + 90 * i, "L" if i < 4 else "N") for i in range(10)]]
+    samples, symbols = zip(*beats)
+    out = labels.abnormal_sinus(window_labels, starts, length, np.array(samples), list(symbols), "(OTHER")
+    assert out.tolist() == ["(N", "(OTHER", "(OTHER", "(AFIB", "(N"]
+
+
+def test_abnormal_sinus_on_real_mitdb_records(physionet_dir, cache_dir):
+    """118 (sinus rhythm, right bundle branch block throughout) is OTHER in multidb-rhythm5;
+    100 (sinus rhythm, 33 premature atrial beats and one PVC in 30 min) stays NSR but for the
+    windows with two of them; mitdb-rhythm4 keeps MIT-BIH's own labels."""
+    multidb = load_windows(load_task("multidb-rhythm5"), physionet_dir, ["mitdb/118", "mitdb/100"],
+                           progress=False, cache_dir=cache_dir)
+    assert set(multidb.label[multidb.record == "mitdb/118"]) == {"(OTHER"}
+    labels_100 = multidb.label[multidb.record == "mitdb/100"]
+    assert 0 < np.sum(labels_100 == "(OTHER") < 0.05 * len(labels_100)
+    mitdb = load_windows(load_task("mitdb-rhythm4"), physionet_dir, ["mitdb/118"], progress=False,
+                         cache_dir=cache_dir)
+    assert set(mitdb.label) == {"(N"}
+
+
+def test_abnormal_sinus_needs_rhythm_notes(tmp_path):
+    from ecgedge.device.errors import EcgEdgeError
+    from ecgedge.train.tasks import load_task as load
+
+    path = tmp_path / "t.toml"
+    path.write_text('name = "t"\nwindow_s = 10.0\nhop_s = 5.0\n[databases.nsrdb]\nlabels = "record"\n'
+                    'record_label = "(N"\nabnormal_sinus = "(OTHER"\n[classes]\nNSR = ["(N"]\nOTHER = ["(OTHER"]\n')
+    with pytest.raises(EcgEdgeError, match="abnormal_sinus needs labels"):
+        load(str(path))
