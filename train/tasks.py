@@ -409,13 +409,14 @@ def _databases(table, source):
 
 
 def _check_use(task, source):
-    """Every ``use`` label of a database is a label of some class; return task."""
+    """Every ``use`` (and ``abnormal_sinus``) label of a database is a label of some class; return task."""
     labels = task.label_map
     for db in task.databases:
-        for label in db.use:
+        for label in db.use + ((db.abnormal_sinus,) if db.abnormal_sinus else ()):
             if label not in labels:
                 raise EcgEdgeError(
-                    f"{source} [databases.{db.name}]: use lists {label!r}, which no class has; "
+                    f"{source} [databases.{db.name}]: {'use lists' if label in db.use else 'abnormal_sinus is'} "
+                    f"{label!r}, which no class has; "
                     f"class labels: {' '.join(labels)}"
                 )
     return task
