@@ -53,7 +53,7 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 45
+    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 47
 
 
 def test_rr_irregularity_tells_random_intervals_from_ectopic_beats():
@@ -107,6 +107,41 @@ def test_atrial_features_tell_p_waves_from_fibrillatory_waves_at_the_same_rr():
     assert np.isnan(rhythm.atrial_features(fib, np.array([300, 500]), FS)).all()
 
 
+@pytest.mark.parametrize("pr_s, rt_s", [(0.16, 0.30), (0.26, 0.40)])
+def test_wave_timing_reads_the_p_and_t_waves_of_the_typical_beat(pr_s, rt_s):
+    """A P wave ``pr_s`` before each QRS and an inverted T wave ``rt_s`` after: the features
+    read both within two samples at 128 Hz (times are from the detected beat, which may lag the
+    R peak by a sample), a longer PR (first-degree block) as longer, and
+    one ectopic beat with neither wave changes nothing (the typical beat is the median)."""
+    beat_s = np.arange(0.6, 9.6, 0.85)
+    t = np.arange(int(10.0 * FS)) / FS
+    x = 0.01 * np.random.default_rng(2).normal(size=t.size)
+    for i, b in enumerate(beat_s):
+        x += np.exp(-0.5 * ((t - b) / 0.012) ** 2)
+        if i != 5:
+            x += 0.15 * np.exp(-0.5 * ((t - b + pr_s) / 0.025) ** 2)
+            x -= 0.3 * np.exp(-0.5 * ((t - b - rt_s) / 0.05) ** 2)
+    z = (x - x.mean()) / x.std()
+    lead, lag = rhythm.wave_timing_features(z, rhythm.detect_beats(z, FS), FS)
+    assert abs(lead - pr_s) <= 2.0 / FS and abs(lag - rt_s) <= 2.0 / FS, (lead, lag)
+    assert np.isnan(rhythm.wave_timing_features(z, np.array([300, 500]), FS)).all()
+
+
+def test_wave_timing_on_a_real_record_is_physiological(physionet_dir):
+    """MIT-BIH 100 (sinus rhythm, MLII): PR and R-to-T-peak times in their normal ranges."""
+    from ecgedge.device.dsp import standardize, to_model_rate
+    from ecgedge.device.wfdb_reader import read_signal
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("multidb-rhythm5").spectrogram
+    x, fs = read_signal(physionet_dir / "mitdb" / "100")[:2]
+    x, n = np.asarray(x, dtype=np.float64), int(10 * fs)
+    for s in range(0, x.size - n, 30 * n):
+        z = standardize(to_model_rate(x[s:s + n], fs, cfg))
+        lead, lag = rhythm.wave_timing_features(z, rhythm.detect_beats(z, FS), FS)
+        assert 0.10 <= lead <= 0.22 and 0.20 <= lag <= 0.40, (lead, lag)
+
+
 def test_fibrillation_spreads_power_into_4_9_hz_on_real_records(physionet_dir):
     """MIT-BIH: every AF record's median share of 1-40 Hz power in 4-9 Hz is above every sinus
     record's (measured: 0.38-0.41 in 201, 202, 203; 0.24-0.29 in 100, 103)."""
@@ -138,7 +173,7 @@ def test_a_flat_window_gives_nan_features_not_an_error():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
-    assert len(f) == 45 and f.pop("n_shaped_beats") == 0
+    assert len(f) == 47 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
 
 
@@ -360,7 +395,8 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     beats = rhythm.detect_beats(z, fs_model)
     parts = [rhythm.rr_statistics(np.diff(beats) / fs_model), rhythm.beat_shape_features(z, beats, fs_model),
              rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model),
-             rhythm.rr_irregularity(np.diff(beats) / fs_model), rhythm.spectrum_features(z, fs_model)]
+             rhythm.rr_irregularity(np.diff(beats) / fs_model), rhythm.spectrum_features(z, fs_model),
+             rhythm.wave_timing_features(z, beats, fs_model)]
     np.testing.assert_array_equal(features, np.concatenate(parts))
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features), with_head.bundle.cnn_weights)
