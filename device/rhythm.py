@@ -202,6 +202,13 @@ def rr_statistics(rr):
     return out
 
 
+def _beats_inside(z, beats, before, after):
+    """``z`` as float64 and the beats with ``before`` samples before and ``after`` after them inside it."""
+    z = np.asarray(z, dtype=np.float64)
+    beats = np.asarray(beats, dtype=np.int64)
+    return z, beats[(beats >= before) & (beats < z.size - after)]
+
+
 def _segments(z, beats, start, stop):
     """``z[beat + start : beat + stop]`` of each beat, each row minus its mean: (len(beats), stop - start)."""
     rows = z[beats[:, None] + np.arange(start, stop)[None, :]]
@@ -232,9 +239,7 @@ def beat_shape_features(z, beats, fs):
     window fits, then NaN for the rest when fewer than 3 do.
     """
     before, after = int(round(BEFORE_S * fs)), int(round(AFTER_S * fs))
-    z = np.asarray(z, dtype=np.float64)
-    beats = np.asarray(beats, dtype=np.int64)
-    beats = beats[(beats >= before) & (beats < z.size - after)]
+    z, beats = _beats_inside(z, beats, before, after)
     out = np.full(len(BEAT_SHAPE_NAMES), np.nan)
     n = len(beats)
     out[0] = n
@@ -297,9 +302,7 @@ def atrial_features(z, beats, fs):
     """
     p_before, p_after = int(round(P_BEFORE_S * fs)), int(round(P_AFTER_S * fs))
     q_after = int(round(QRS_AFTER_S * fs))
-    z = np.asarray(z, dtype=np.float64)
-    beats = np.asarray(beats, dtype=np.int64)
-    beats = beats[(beats >= p_before) & (beats < z.size - q_after)]
+    z, beats = _beats_inside(z, beats, p_before, q_after)
     out = np.full(len(ATRIAL_NAMES), np.nan)
     if beats.size < 3:
         return out
@@ -348,9 +351,7 @@ def wave_timing_features(z, beats, fs):
     wave's lag behind it, seconds; NaN when fewer than 3 beats like the medoid fit in the window.
     """
     before, after = int(round(P_SEARCH_S[0] * fs)), int(round(T_SEARCH_S[1] * fs))
-    z = np.asarray(z, dtype=np.float64)
-    beats = np.asarray(beats, dtype=np.int64)
-    beats = beats[(beats >= before) & (beats < z.size - after)]
+    z, beats = _beats_inside(z, beats, before, after)
     out = np.full(len(WAVE_TIMING_NAMES), np.nan)
     if beats.size < 3:
         return out
