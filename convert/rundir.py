@@ -38,11 +38,11 @@ def task_fields(task):
     rule, ``ecgedge.device.decision``) and databases (how each database of the task labels its
     records, so that ``device eval`` labels windows as training did).
     """
-    from ecgedge.device.decision import rule_from_manifest
+    from ecgedge.device.decision import default_rule
 
     return {
         "task": task.name,
-        "decision": rule_from_manifest(None, list(task.class_names)).to_dict(),
+        "decision": default_rule(list(task.class_names)).to_dict(),
         "databases": {db.name: label_source(db) for db in task.databases},
         "classes": list(task.class_names),
         "label_map": dict(task.label_map),

@@ -17,7 +17,7 @@ as the recording level, a window being a recording of one window.
 
 import numpy as np
 
-from ecgedge.device.decision import DecisionRule, RecordingDecision, decide, recording_metrics
+from ecgedge.device.decision import RecordingDecision, decide, default_rule, recording_metrics
 from ecgedge.device.rhythm import cnn_weights, combine
 
 
@@ -68,14 +68,14 @@ def level_scores(task, windows, proba, rule=None):
     task : ecgedge.train.tasks.Task.
     windows : ecgedge.train.data.Windows (``y``, ``record`` "db/record"), same rows as ``proba``.
     proba : ndarray (n, n_classes), NaN rows (not tested) are left out.
-    rule : DecisionRule; default the bundle's default for the task's classes.
+    rule : DecisionRule; default the rule of the task's new bundles (``default_rule``).
 
     Returns
     -------
     dict {"per_database": {db: {"level", **recording_metrics}}, "headline": {...}}.
     """
     classes = list(task.class_names)
-    rule = rule or DecisionRule(noise_class="NOISY" if "NOISY" in classes else None)
+    rule = rule or default_rule(classes)
     tested = ~np.isnan(proba).any(axis=1)
     database = np.array([r.split("/", 1)[0] for r in windows.record])
     by_recording = {db.name for db in task.databases if db.labels in ("reference", "record")}

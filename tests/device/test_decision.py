@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecgedge.device.decision import (
-    DecisionRule, RecordingAccumulator, decide, recording_metrics, rule_from_manifest,
+    DecisionRule, RecordingAccumulator, decide, default_rule, recording_metrics, rule_from_manifest,
 )
 from ecgedge.device.errors import BundleError
 
@@ -32,13 +32,28 @@ def test_unreadable_and_uncertain_recordings_are_inconclusive():
     assert unsure.label is None and unsure.reason.startswith("uncertain: NSR p 0.40 < 0.5")
 
 
+def test_sinus_rhythm_is_said_only_when_no_window_is_confidently_another_rhythm():
+    rule = default_rule(CLASSES)
+    assert (rule.normal_class, rule.abnormal_class, rule.abnormal_window_probability) == ("NSR", "OTHER", 0.6)
+    sinus, abnormal = [0.9, 0.04, 0.04, 0.02], [0.3, 0.05, 0.62, 0.03]
+    assert decide([sinus, sinus, sinus], CLASSES, rule).label == "NSR"
+    d = decide([sinus, abnormal, sinus], CLASSES, rule)
+    assert d.label == "OTHER" and d.probs.argmax() == 0  # the mean still says NSR; one window vetoes it
+    assert decide([sinus, abnormal, sinus], CLASSES, RULE).label == "NSR"  # without step 4
+    assert decide([sinus, [0.4, 0.05, 0.55, 0.0], sinus], CLASSES, rule).label == "NSR"  # below 0.6
+    fib = [0.05, 0.9, 0.03, 0.02]
+    assert decide([fib, abnormal, fib], CLASSES, rule).label == "AF"  # only NSR answers change
+    assert default_rule(["NSR", "AF", "VENT"]) == DecisionRule()
+
+
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4)), max_size=12))
-def test_streaming_accumulator_equals_decide(rows):
-    acc = RecordingAccumulator(CLASSES, RULE)
+@given(st.lists(st.one_of(st.none(), st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4)), max_size=12),
+       st.sampled_from([RULE, default_rule(CLASSES)]))
+def test_streaming_accumulator_equals_decide(rows, rule):
+    acc = RecordingAccumulator(CLASSES, rule)
     for r in rows:
         acc.add(r)
-    a, b = acc.decision(), decide(rows, CLASSES, RULE)
+    a, b = acc.decision(), decide(rows, CLASSES, rule)
     assert (a.label, a.reason, a.n_windows, a.n_classified) == (b.label, b.reason, b.n_windows, b.n_classified)
 
 
@@ -61,10 +76,16 @@ def test_recording_metrics_challenge_f1_and_af_rates():
 def test_rule_from_manifest_checks_types_and_ranges():
     assert rule_from_manifest(None, CLASSES) == DecisionRule(noise_class="NOISY")
     assert rule_from_manifest(None, ["NSR", "AF"]).noise_class is None
+    assert rule_from_manifest(default_rule(CLASSES).to_dict(), CLASSES) == default_rule(CLASSES)
+    # A bundle made before step 4 (its manifest without the keys) keeps its rule.
+    assert rule_from_manifest({"rule": "mean_log_proba", "noise_class": "NOISY"}, CLASSES) == RULE
     for bad, message in [({"min_probability": 2}, "decision.min_probability must be a number in [0, 1], got 2"),
                          ({"rule": "vote"}, "decision.rule must be one of ['mean_log_proba'], got 'vote'"),
                          ({"noise_class": "JUNK"}, "decision.noise_class must be one of the classes"),
                          ({"max_unreadable": "x"}, "decision.max_unreadable must be a number in [0, 1]"),
-                         ({"extra": 1}, "decision has unknown keys ['extra']"), ([], "decision must be an object")]:
+                         ({"extra": 1}, "decision has unknown keys ['extra']"), ([], "decision must be an object"),
+                         ({"normal_class": "NSR"}, "decision.normal_class and abnormal_class go together and differ"),
+                         ({"normal_class": "NSR", "abnormal_class": "JUNK"}, "decision.abnormal_class must be one of"),
+                         ({"abnormal_window_probability": -1}, "decision.abnormal_window_probability must be a number")]:
         with pytest.raises(BundleError, match=message.replace("[", r"\[").replace("]", r"\]")):
             rule_from_manifest(bad, CLASSES)
