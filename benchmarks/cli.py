@@ -82,6 +82,12 @@ def pipeline_path(explicit, pipeline_dir, name):
     return candidate if candidate.exists() else None
 
 
+def _split(pipeline_dir):
+    """The deployable model's patient split of a pipeline folder (``run/split.json``), or None."""
+    path = Path(pipeline_dir) / "run" / "split.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 RESULTS_OPTION = click.option("--results", "results_dir", type=click.Path(file_okay=False),
                               default=DEFAULT_RESULTS, show_default=True, help="Folder for the JSON and PNG.")
 
@@ -186,14 +192,26 @@ def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
 @click.option("--bundle", default=None, help="int8 bundle [default: PIPELINE/bundle].")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Folder of PhysioNet databases (mitdb and nstdb) [default: $ECGEDGE_DATA].")
-@click.option("--records", default=None, help="Comma-separated mitdb records [default: 8 records, sinus and AF].")
+@click.option("--records", default=None,
+              help="Comma-separated mitdb records [default: the mitdb records the pipeline's deployable model "
+                   "held out, else 8 records, sinus and AF].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @RESULTS_OPTION
 def robustness(pipeline_dir, bundle, data_dir, records, seed, results_dir):
     """Recorded noise (nstdb bw, ma) at 24..0 dB SNR, non-ECG input, units and offset."""
     from ecgedge.benchmarks import bench_robustness
 
-    records = tuple(r for r in records.split(",") if r) if records else bench_robustness.DEFAULT_RECORDS
+    split = _split(pipeline_dir) if bundle is None else None
+    if records:
+        records = tuple(r for r in records.split(",") if r)
+    elif split and split.get("test"):
+        records = tuple(r.split("/", 1)[1] for r in split["test"] if r.startswith("mitdb/"))
+    records = records or bench_robustness.DEFAULT_RECORDS
+    trained_on = sorted(set(records) & {r.split("/", 1)[1] for k in ("train", "val") for r in (split or {}).get(k, [])
+                                        if r.startswith("mitdb/")})
+    if trained_on:
+        click.echo(f"warning: the deployable model was trained on mitdb {', '.join(trained_on)}: "
+                   f"their accuracy is not a held-out number", err=True)
     results = bench_robustness.measure_robustness(pipeline_path(bundle, pipeline_dir, "bundle"), data_dir, records,
                                                   seed=seed)
     click.echo(bench_robustness.summary(results))

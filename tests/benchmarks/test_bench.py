@@ -185,3 +185,27 @@ def test_recorder_rates_classify_the_same_windows_at_other_rates(rhythm_bundle, 
                                      "records": ["203"], "noise": {}},
                     "non_ecg": {}, "units_and_offset": {}, "recorder_rates": out})
     assert "125 Hz acc" in text
+
+
+def test_robustness_defaults_to_the_records_the_deployable_model_held_out(tmp_path, monkeypatch):
+    """Without --records the pipeline's held-out mitdb records are measured; records the model
+    was trained on are named in a warning (their accuracy is not a held-out number)."""
+    import json
+
+    from ecgedge.benchmarks import bench_robustness
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "bundle").mkdir()
+    split = {"train": ["mitdb/100", "cinc2017/A00002"], "val": ["mitdb/103"], "test": ["mitdb/101", "cinc2017/A00001", "mitdb/115"]}
+    (tmp_path / "run" / "split.json").write_text(json.dumps(split))
+    seen = []
+    monkeypatch.setattr(bench_robustness, "measure_robustness", lambda bundle, data, records, seed: seen.append(records) or {})
+    monkeypatch.setattr(bench_robustness, "summary", lambda results: "")
+    monkeypatch.setattr(bench_robustness, "plot", lambda path, results: None)
+    base = ["bench", "robustness", "--pipeline", str(tmp_path), "--results", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, base)
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == ("101", "115") and "warning" not in result.output
+    result = CliRunner().invoke(cli, base + ["--records", "101,100,103"])
+    assert seen[-1] == ("101", "100", "103")
+    assert "warning: the deployable model was trained on mitdb 100, 103" in result.output
