@@ -90,8 +90,7 @@ def rule_from_manifest(value, classes, where="model.json"):
     BundleError : naming the key and the value received, for anything out of type or range.
     """
     if value is None:
-        noise = next((c for c in classes if c == "NOISY"), None)
-        return DecisionRule(noise_class=noise)
+        return DecisionRule(noise_class=default_rule(classes).noise_class)
     if not isinstance(value, dict):
         raise BundleError(f"{where}: decision must be an object, got {type(value).__name__}")
     unknown = sorted(set(value) - {"rule", "min_probability", "max_unreadable", "noise_class", "normal_class",

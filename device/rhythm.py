@@ -69,6 +69,8 @@ P_SEARCH_S = (0.28, 0.08)
 """Where the template's P wave is looked for: 280 to 80 ms before its detected time."""
 T_SEARCH_S = (0.15, 0.48)
 """Where the template's T wave is looked for: 150 to 480 ms after its detected time."""
+PR_BASELINE_S = (0.08, 0.04)
+"""The template's zero level: its median from 80 to 40 ms before the detected time (the PR segment)."""
 REFRACTORY_S = 0.22
 LIKE_CORR = 0.8       # a beat "like" the medoid correlates above this with it
 CLUSTER_CORR = 0.9    # beats above this correlation count as one shape when picking the medoid
@@ -330,7 +332,7 @@ def wave_timing_features(z, beats, fs):
     """When the P and T waves of the window's typical beat come: intervals, in seconds.
 
     The typical beat is the sample-wise median of the beats whose QRS is like the medoid's, less
-    its level just before the QRS (80-40 ms before the detected time). The P wave is its largest
+    its level just before the QRS (``PR_BASELINE_S``). The P wave is its largest
     deflection in ``P_SEARCH_S`` before the beat, the T wave its largest in ``T_SEARCH_S`` after.
     A long PR interval (first-degree block) or QT interval, which CinC 2017 calls "Other rhythm",
     shows in them; in atrial fibrillation the "P wave" is wherever a fibrillatory wave peaks.
@@ -361,7 +363,7 @@ def wave_timing_features(z, beats, fs):
     offsets = np.arange(-before, after + 1)
     template = np.median(z[beats[like][:, None] + offsets[None, :]], axis=0)
     t = offsets / fs
-    template -= _median(template[(t >= -0.08) & (t <= -0.04)])
+    template -= _median(template[(t >= -PR_BASELINE_S[0]) & (t <= -PR_BASELINE_S[1])])
     p = np.flatnonzero((t >= -P_SEARCH_S[0]) & (t <= -P_SEARCH_S[1]))
     tw = np.flatnonzero((t >= T_SEARCH_S[0]) & (t <= T_SEARCH_S[1]))
     out[:] = [-t[p[np.argmax(np.abs(template[p]))]], t[tw[np.argmax(np.abs(template[tw]))]]]
