@@ -377,7 +377,8 @@ def deployable_model(run_dir, data, images, cfg, scaling, progress, features=Non
     (RUN_DIR/rhythm_head.npz, on the train and validation records) and scores it alone
     (``rhythm``) and combined with the CNN (``combined``) on the test records.
     """
-    parts = protocols.split_patients(data.y, data.patient, protocols.SPLIT_FRACTIONS, cfg.seed)
+    parts = protocols.split_patients(data.y, data.patient, protocols.SPLIT_FRACTIONS, cfg.seed,
+                                     strata=protocols.strata_of(data.y, data.patient))
     runs.write_json(run_dir / "split.json", split_records(data, parts))
     result = runs.load_fold(run_dir, "deploy")
     head_ready = features is None or (run_dir / HEAD_FILE).is_file()

@@ -93,9 +93,45 @@ def test_bad_protocol_and_fold_counts_are_refused():
 
 
 def test_records_folds_refuse_a_fold_without_validation_patients():
-    # Three patients, three folds: each training side has two patients, and one of them must
-    # hold its classes, so no whole patient is left for validation.
-    y = np.array([0, 0, 1, 1, 0, 1])
-    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    # Two patients, two folds: each training side is one patient, none is left for validation.
+    y = np.array([0, 0, 1, 0, 1, 1])
+    groups = np.array(["a", "a", "a", "b", "b", "b"])
     with pytest.raises(EcgEdgeError, match="too few to hold out validation patients"):
-        protocols.records_folds(y, groups, n_folds=3)
+        protocols.records_folds(y, groups, n_folds=2)
+
+
+def _two_databases(seed=0):
+    """Shaped like multidb-rhythm5: many one-class handheld recordings, a few long Holter records."""
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    for r in range(600):  # 80 % NSR, 10 % AF, 10 % OTHER, 3 windows each
+        c = 0 if r < 480 else (1 if r < 540 else 2)
+        y += [c] * 3
+        groups += [f"cinc2017/A{r:05d}"] * 3
+    for r in range(12):  # every Holter record has NSR, every 3rd also AF
+        classes = [0] + ([1] if r % 3 == 0 else [])
+        for c in classes:
+            n = int(rng.integers(50, 150))
+            y += [c] * n
+            groups += [f"mitdb/{100 + r}"] * n
+    return np.array(y), np.array(groups)
+
+
+def test_split_patients_shares_out_every_database_class_pair():
+    # Balancing classes alone once let the Holter AF fill the test part's AF and left the
+    # handheld's AF recordings all in training.
+    y, groups = _two_databases()
+    strata = protocols.strata_of(y, groups)
+    parts = protocols.split_patients(y, groups, (0.7, 0.15, 0.15), seed=0, strata=strata)
+    for s in sorted(set(strata.tolist())):
+        share = np.array([np.sum(strata[p] == s) for p in parts]) / np.sum(strata == s)
+        assert np.all(share > 0), s  # every part has some of it (each pair has >= 3 patients)
+        if s.startswith("cinc2017"):  # many small patients: close to the fractions
+            np.testing.assert_allclose(share, [0.7, 0.15, 0.15], atol=0.03)
+    names = [_patients(groups, p) for p in parts]
+    assert not names[0] & names[1] and not names[0] & names[2] and not names[1] & names[2]
+
+
+def test_strata_are_database_and_class():
+    strata = protocols.strata_of(np.array([0, 1, 1]), np.array(["mitdb/100", "cinc2017/A00001", "x"]))
+    assert strata.tolist() == ["mitdb:0", "cinc2017:1", ":1"]
