@@ -179,7 +179,7 @@ def results_section(metrics):
                          "its kernels were rounded to the int8 grid)." if "agreement_with_plain_kernels" in cv["cnn_int8"]
                          else ".")]
     lines += ["", f"Deployable model, trained on a fixed seeded patient split and tested on the held-out "
-                  f"records {', '.join(test['records'])} ({test['windows']} windows): float accuracy "
+                  f"records {held_out_records(test['records'])} ({test['windows']} windows): float accuracy "
                   f"{_pct(test['float']['accuracy'])} (macro-F1 {test['float']['macro_f1']:.4f}), int8 accuracy "
                   f"{_pct(test['int8']['accuracy'])}"
                   + (f"; before its kernels were rounded to the int8 grid the float model scored "
@@ -190,6 +190,18 @@ def results_section(metrics):
                      f"{_pct(test['int8_with_rhythm_head']['accuracy'])}." if "int8_with_rhythm_head" in test else ""),
           ""]
     return lines
+
+
+def held_out_records(records, max_names=12):
+    """Records by database, named where a database has at most ``max_names``, else counted (the
+    full list is RUN_DIR/split.json): "cinc2017: 1,224 recordings; mitdb: 103, 115"."""
+    by_database = {}
+    for record in records:
+        by_database.setdefault(record.rpartition("/")[0], []).append(record)
+    parts = [", ".join(names) if len(names) <= max_names
+             else f"{database}: {len(names):,} recordings (listed in run/split.json)"
+             for database, names in by_database.items()]
+    return "; ".join(parts)
 
 
 def quantization_section(metrics):
