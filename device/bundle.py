@@ -37,7 +37,7 @@ import numpy as np
 from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.device.errors import BundleError, EcgEdgeError
-from ecgedge.device.rhythm import CNN_WEIGHT, COMBINE_RULE, COMBINE_RULES, FEATURE_NAMES, cnn_weights
+from ecgedge.device.rhythm import COMBINE_RULE, COMBINE_RULES, FEATURE_NAMES, GEOMETRIC_MEAN_WEIGHT, cnn_weights
 
 FORMAT = "ecgedge-bundle"
 FORMAT_VERSION = 3
@@ -178,7 +178,7 @@ class Bundle:
         head = self.manifest.get("rhythm_head")
         if head is None:
             return None
-        return np.asarray(head.get("cnn_weights", [CNN_WEIGHT] * len(self.classes)), dtype=np.float64)
+        return np.asarray(head.get("cnn_weights", [GEOMETRIC_MEAN_WEIGHT] * len(self.classes)), dtype=np.float64)
 
     @property
     def label_map(self):

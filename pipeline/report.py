@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgedge.device.evaluate import recall_cells
+from ecgedge.device.rhythm import CNN_CLASS_WEIGHTS, CNN_WEIGHT
 from ecgedge.train.report import _pyplot, plot_confusion_matrices
 
 PLOTS = ("confusion_float_int8.png", "examples.png", "latency.png")
@@ -168,7 +169,8 @@ def results_section(metrics):
                          f"{_pct(m['fold_accuracy']['mean'])} ± {_pct(m['fold_accuracy']['sd'])} |")
     if "cnn_rhythm_int8" in cv:
         lines += ["", f"The device's decision combines the int8 CNN's class probabilities with the rhythm head's "
-                      f"(geometric mean, weighted per class: the CNN's AF vote a quarter); it agrees with the "
+                      f"(geometric mean, weighted per class: the CNN {CNN_WEIGHT:g}, for AF {CNN_CLASS_WEIGHTS['AF']:g}, "
+                      f"the rhythm head the rest); it agrees with the "
                       f"float CNN + rhythm head on "
                       f"{_pct(cv['cnn_rhythm_int8']['agreement_with_float'])} of the windows."]
     if "cnn_int8" in cv:

@@ -5,7 +5,7 @@ sharpness, no annotations).
 The classifier is scikit-learn's ``HistGradientBoostingClassifier`` with balanced class weights;
 :func:`export_trees` flattens it for ``ecgedge.device.trees.Trees``, which runs it in numpy.
 The CNN's and the head's class probabilities are combined on the device by
-``ecgedge.device.rhythm.combine`` (geometric mean, weighted per class: AF three quarters the head's).
+``ecgedge.device.rhythm.combine`` (geometric mean, weighted per class: the head 0.7, for AF 0.75).
 """
 
 import numpy as np
