@@ -135,3 +135,18 @@ def test_split_patients_shares_out_every_database_class_pair():
 def test_strata_are_database_and_class():
     strata = protocols.strata_of(np.array([0, 1, 1]), np.array(["mitdb/100", "cinc2017/A00001", "x"]))
     assert strata.tolist() == ["mitdb:0", "cinc2017:1", ":1"]
+
+
+def test_deployable_split_of_cinc2017_shares_out_each_label(physionet_dir):
+    # The real CinC 2017 labels, one unit per recording: every part gets about its fraction of
+    # each label, AF included (the class-only split had put all but one AF recording in training).
+    import csv
+
+    rows = list(csv.reader(open(physionet_dir / "cinc2017" / "REFERENCE.csv")))
+    groups = np.array([f"cinc2017/{name}" for name, _ in rows])
+    y = np.array(["NAO~".index(label) for _, label in rows])
+    parts = protocols.split_patients(y, groups, protocols.SPLIT_FRACTIONS, seed=0,
+                                     strata=protocols.strata_of(y, groups))
+    for c in range(4):
+        share = np.array([np.sum(y[p] == c) for p in parts]) / np.sum(y == c)
+        np.testing.assert_allclose(share, protocols.SPLIT_FRACTIONS, atol=0.02)
