@@ -228,16 +228,44 @@ def device_section(metrics):
         "## Device runtime", "",
         f"`ecgedge device eval` path (numpy DSP + LiteRT, int8) on the held-out records against their rhythm "
         f"annotations: accuracy {_pct(d['accuracy'])} on {d['n_windows']} windows; verification measured "
-        f"{_pct(d['verify_int8_accuracy'])} on {same}. Skipped windows: `{d['skipped']}`.", "",
+        f"{_pct(d['verify_int8_accuracy'])} on {same}. Windows skipped: {skipped_text(d['skipped'])}.", "",
     ] + record_table(d["records"], metrics["bundle"]["classes"])
 
 
-def record_table(records, classes):
-    """Per held-out record: accuracy and correct / windows of each annotated class."""
-    lines = ["Per record (correct / windows of each annotated class): which patients the device fails.", "",
-             f"| record | accuracy | {' | '.join(classes)} |", "| --- | ---: |" + " ---: |" * len(classes)]
+def skipped_text(skipped):
+    """The device's skipped windows ({database: {"labels"|"quality": {reason: count}}}) in words."""
+    parts = [f"{database}: {count} for {kind} '{reason}'" for database, kinds in skipped.items()
+             for kind, reasons in kinds.items() for reason, count in reasons.items() if count]
+    return "; ".join(parts) if parts else "none"
+
+
+def record_table(records, classes, max_rows=30):
+    """Per database, then per held-out record (the ``max_rows`` worst where there are more; all are
+    in device_eval.json): accuracy and correct / windows of each annotated class."""
+    by_database = {}
     for record, scores in records.items():
-        lines.append(f"| {record} | {_pct(scores['accuracy'])} | {' | '.join(recall_cells(scores, classes))} |")
+        by_database.setdefault(record.rpartition("/")[0] or "-", []).append(scores)
+    columns = f"| {' | '.join(classes)} |", " ---: |" * len(classes)
+    lines = ["Per database (correct / windows of each annotated class):", "",
+             f"| database | records | accuracy {columns[0]}", f"| --- | ---: | ---: |{columns[1]}"]
+    for database, rows in by_database.items():
+        counts = {c: [s["recall"][c] for s in rows if c in s["recall"]] for c in classes}
+        cells = [f"{sum(n['correct'] for n in counts[c])}/{sum(n['windows'] for n in counts[c])}" if counts[c] else "-"
+                 for c in classes]
+        correct = sum(n["correct"] for c in classes for n in counts[c])
+        windows = sum(n["windows"] for c in classes for n in counts[c])
+        lines.append(f"| {database} | {len(rows)} | {_pct(correct / windows) if windows else '-'} | {' | '.join(cells)} |")
+    shown = list(records.items())
+    if len(shown) > max_rows:
+        # the worst first, and among equals the longest
+        shown = sorted(shown, key=lambda item: (-1 if item[1]["accuracy"] is None else item[1]["accuracy"],
+                                                -item[1]["classified"]))[:max_rows]
+    lines += ["", "Per record: which patients the device fails"
+              + (f" (the {max_rows} worst of {len(records)}; all in device_eval.json)" if len(records) > max_rows else "")
+              + ".", "", f"| record | accuracy {columns[0]}", f"| --- | ---: |{columns[1]}"]
+    for record, scores in shown:
+        accuracy = "-" if scores["accuracy"] is None else _pct(scores["accuracy"])
+        lines.append(f"| {record} | {accuracy} | {' | '.join(recall_cells(scores, classes))} |")
     return lines + [""]
 
 
