@@ -169,8 +169,8 @@ def results_section(metrics):
                          f"{_pct(m['fold_accuracy']['mean'])} ± {_pct(m['fold_accuracy']['sd'])} |")
     if "cnn_rhythm_int8" in cv:
         lines += ["", f"The device's decision combines the int8 CNN's class probabilities with the rhythm head's "
-                      f"(geometric mean, weighted per class: the CNN {CNN_WEIGHT:g}, for AF {CNN_CLASS_WEIGHTS['AF']:g}, "
-                      f"the rhythm head the rest); it agrees with the "
+                      f"(geometric mean, weighted per class: the CNN {CNN_WEIGHT:g}, for AF "
+                      f"{CNN_CLASS_WEIGHTS['AF']:g}, the rhythm head the rest); it agrees with the "
                       f"float CNN + rhythm head on "
                       f"{_pct(cv['cnn_rhythm_int8']['agreement_with_float'])} of the windows."]
     if "cnn_int8" in cv:
@@ -250,19 +250,20 @@ def record_table(records, classes, max_rows=30):
              f"| database | records | accuracy {columns[0]}", f"| --- | ---: | ---: |{columns[1]}"]
     for database, rows in by_database.items():
         counts = {c: [s["recall"][c] for s in rows if c in s["recall"]] for c in classes}
-        cells = [f"{sum(n['correct'] for n in counts[c])}/{sum(n['windows'] for n in counts[c])}" if counts[c] else "-"
-                 for c in classes]
+        cells = [f"{sum(n['correct'] for n in counts[c])}/{sum(n['windows'] for n in counts[c])}"
+                 if counts[c] else "-" for c in classes]
         correct = sum(n["correct"] for c in classes for n in counts[c])
         windows = sum(n["windows"] for c in classes for n in counts[c])
-        lines.append(f"| {database} | {len(rows)} | {_pct(correct / windows) if windows else '-'} | {' | '.join(cells)} |")
+        accuracy = _pct(correct / windows) if windows else "-"
+        lines.append(f"| {database} | {len(rows)} | {accuracy} | {' | '.join(cells)} |")
     shown = list(records.items())
     if len(shown) > max_rows:
         # the worst first, and among equals the longest
         shown = sorted(shown, key=lambda item: (-1 if item[1]["accuracy"] is None else item[1]["accuracy"],
                                                 -item[1]["classified"]))[:max_rows]
-    lines += ["", "Per record: which patients the device fails"
-              + (f" (the {max_rows} worst of {len(records)}; all in device_eval.json)" if len(records) > max_rows else "")
-              + ".", "", f"| record | accuracy {columns[0]}", f"| --- | ---: |{columns[1]}"]
+    cut = f" (the {max_rows} worst of {len(records)}; all in device_eval.json)" if len(records) > max_rows else ""
+    lines += ["", f"Per record: which patients the device fails{cut}.", "",
+              f"| record | accuracy {columns[0]}", f"| --- | ---: |{columns[1]}"]
     for record, scores in shown:
         accuracy = "-" if scores["accuracy"] is None else _pct(scores["accuracy"])
         lines.append(f"| {record} | {accuracy} | {' | '.join(recall_cells(scores, classes))} |")

@@ -118,7 +118,8 @@ def paper_folds(y, n_folds=10, seed=0, val_fraction=0.1):
 
 
 def records_folds(y, groups, n_folds=5, seed=0, val_fraction=0.15):
-    """K-fold grouped by patient, stratified by (database, class), with validation patients held out of each training side.
+    """K-fold grouped by patient, stratified by (database, class), with validation patients held
+    out of each training side.
 
     Parameters
     ----------
@@ -169,7 +170,9 @@ def strata_of(y, groups):
 
 
 def _assign_patients(order, rarest, counts, targets):
-    """Greedy assignment of patients (in ``order``) to parts; returns (part per patient, windows per part and stratum).
+    """Greedy assignment of patients (in ``order``) to parts.
+
+    Returns (part of each patient, windows per part and stratum).
 
     A patient goes to the part furthest below its share of the patient's rarest stratum (filled
     / wanted there), ties to the part furthest below its share of all windows, then the largest
@@ -184,7 +187,8 @@ def _assign_patients(order, rarest, counts, targets):
     part_of = np.empty(len(order), dtype=np.int64)
     for p in order:
         z = rarest[p]
-        part = max(open_parts, key=lambda s: (1 - filled[s, z] / wanted[s, z], 1 - size[s] / size_wanted[s], size_wanted[s]))
+        part = max(open_parts, key=lambda s: (1 - filled[s, z] / wanted[s, z], 1 - size[s] / size_wanted[s],
+                                              size_wanted[s]))
         part_of[p] = part
         filled[part] += counts[p]
         size[part] += counts[p].sum()
