@@ -194,15 +194,20 @@ def results_section(metrics):
     return lines
 
 
-def held_out_records(records, max_names=12):
-    """Records by database, named where a database has at most ``max_names``, else counted (the
-    full list is RUN_DIR/split.json): "cinc2017: 1,224 recordings; mitdb: 103, 115"."""
+def _by_database(records):
+    """{database: [record, ...]} of ``"<database>/<record>"`` names, in their order ("" without a database)."""
     by_database = {}
     for record in records:
         by_database.setdefault(record.rpartition("/")[0], []).append(record)
+    return by_database
+
+
+def held_out_records(records, max_names=12):
+    """Records by database, named where a database has at most ``max_names``, else counted (the
+    full list is RUN_DIR/split.json): "cinc2017: 1,224 recordings; mitdb: 103, 115"."""
     parts = [", ".join(names) if len(names) <= max_names
              else f"{database}: {len(names):,} recordings (listed in run/split.json)"
-             for database, names in by_database.items()]
+             for database, names in _by_database(records).items()]
     return "; ".join(parts)
 
 
@@ -242,20 +247,18 @@ def skipped_text(skipped):
 def record_table(records, classes, max_rows=30):
     """Per database, then per held-out record (the ``max_rows`` worst where there are more; all are
     in device_eval.json): accuracy and correct / windows of each annotated class."""
-    by_database = {}
-    for record, scores in records.items():
-        by_database.setdefault(record.rpartition("/")[0] or "-", []).append(scores)
     columns = f"| {' | '.join(classes)} |", " ---: |" * len(classes)
     lines = ["Per database (correct / windows of each annotated class):", "",
              f"| database | records | accuracy {columns[0]}", f"| --- | ---: | ---: |{columns[1]}"]
-    for database, rows in by_database.items():
+    for database, names in _by_database(records).items():
+        rows = [records[name] for name in names]
         counts = {c: [s["recall"][c] for s in rows if c in s["recall"]] for c in classes}
         cells = [f"{sum(n['correct'] for n in counts[c])}/{sum(n['windows'] for n in counts[c])}"
                  if counts[c] else "-" for c in classes]
         correct = sum(n["correct"] for c in classes for n in counts[c])
         windows = sum(n["windows"] for c in classes for n in counts[c])
         accuracy = _pct(correct / windows) if windows else "-"
-        lines.append(f"| {database} | {len(rows)} | {accuracy} | {' | '.join(cells)} |")
+        lines.append(f"| {database or '-'} | {len(rows)} | {accuracy} | {' | '.join(cells)} |")
     shown = list(records.items())
     if len(shown) > max_rows:
         # the worst first, and among equals the longest

@@ -165,8 +165,9 @@ def strata_of(y, groups):
     validated early stopping on 5 AF windows. Patient ids without a database (no "/") give the
     class alone.
     """
-    return np.array([f"{str(g).split('/', 1)[0] if '/' in str(g) else ''}:{c}"
-                     for g, c in zip(groups, np.asarray(y).tolist())])
+    groups = np.asarray(groups).astype(str)
+    database = np.where(np.char.count(groups, "/") > 0, database_of(groups), "")
+    return np.array([f"{d}:{c}" for d, c in zip(database.tolist(), np.asarray(y).tolist())])
 
 
 def _assign_patients(order, rarest, counts, targets):
