@@ -25,7 +25,8 @@ from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device import quant
 from ecgedge.device.interpreter import invoke as invoke_model
 from ecgedge.device.quality import not_ecg
-from ecgedge.device.rhythm import combine, feature_columns, window_rhythm_features
+from ecgedge.device.rhythm import (CONTEXT_NAMES, CONTEXT_S, combine, feature_columns, window_histories,
+                                   window_rhythm_features)
 from ecgedge.device.trees import load_trees
 
 # Quality limits of one window, calibrated on MIT-BIH (48 records, 10 s windows, MLII): the
@@ -199,6 +200,9 @@ class Classifier:
                                "rebuild the bundle")
         # A head trained by an earlier version reads the features it knows, by name.
         self._head_columns = np.array(feature_columns(self.bundle.rhythm_features)) if self.trees is not None else None
+        # Seconds of signal before a window that the head reads (its context features), else 0.
+        reads_context = self.trees is not None and bool(set(self.bundle.rhythm_features) & set(CONTEXT_NAMES))
+        self.context_s = CONTEXT_S if reads_context else 0.0
         self._cnn_weights = self.bundle.cnn_weights  # the CNN's weight per class in combine
         self.info = {**self.info, "rhythm_head": self.trees is not None}
         self.decision_rule = rule_from_manifest(manifest.get("decision"), self.classes, self.bundle.path / "model.json")
@@ -226,17 +230,18 @@ class Classifier:
         """The model's probabilities (n_classes,), float32, of one input image (no rhythm head)."""
         return self.probabilities(self.invoke(self.model_input(image)))
 
-    def preprocess(self, window, fs):
+    def preprocess(self, window, fs, history=None):
         """All the DSP of one raw window: (model input image, rhythm features or None).
 
         The image and the rhythm features come from one resampled and standardised copy of the
-        window; the features only when the bundle has a rhythm head.
+        window; the features only when the bundle has a rhythm head. ``history``: the samples just
+        before the window, for the head's context features (``context_s`` seconds are read).
         """
         z = standardize(to_model_rate(window, fs, self.cfg))
         image = spectrogram_image(z, self.cfg, standardized=True)
         if self.trees is None:
             return image, None
-        return image, window_rhythm_features(window, fs, self.cfg, z)
+        return image, window_rhythm_features(window, fs, self.cfg, z, history if self.context_s else None)
 
     def with_rhythm(self, probs, features):
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""
@@ -245,7 +250,7 @@ class Classifier:
         head = self.trees.predict_proba(features[self._head_columns])
         return combine(probs, head, self._cnn_weights).astype(np.float32)
 
-    def classify_window(self, window, fs, t_start=0.0):
+    def classify_window(self, window, fs, t_start=0.0, history=None):
         """Classify one raw window.
 
         Parameters
@@ -253,6 +258,8 @@ class Classifier:
         window : ndarray of shape (window_samples(fs),), float, any amplitude units.
         fs : float, Hz, the window's sampling rate.
         t_start : float, seconds, where the window starts in its input.
+        history : ndarray, the input's samples just before the window (None: none), read by a
+            rhythm head with context features (the last ``context_s`` seconds).
 
         Returns
         -------
@@ -266,7 +273,7 @@ class Classifier:
             problem = not_ecg(window, fs)
         if problem is not None:
             return WindowResult(t_start, t_end, None, None, (time.perf_counter() - began) * 1e3, problem)
-        image, features = self.preprocess(window, fs)
+        image, features = self.preprocess(window, fs, history)
         # A NaN image still quantizes to some int8 input and a confident label: never classify it.
         problem = non_finite("spectrogram", image)
         if problem is None:
@@ -278,18 +285,27 @@ class Classifier:
         return WindowResult(t_start, t_end, label, probs, (time.perf_counter() - began) * 1e3)
 
     def classify_windows(self, windows, fs, starts_s=None):
-        """Classify the rows of ``windows`` (n, window_samples(fs)); return a list of WindowResult."""
-        starts_s = np.zeros(len(windows)) if starts_s is None else starts_s
-        return [self.classify_window(w, fs, float(s)) for w, s in zip(windows, starts_s)]
+        """Classify the rows of ``windows`` (n, window_samples(fs)); return a list of WindowResult.
+
+        With ``starts_s`` (seconds, ascending: windows of one input) a window's history is what
+        the windows before it cover without a gap (``window_histories``), as a stream has it;
+        without, the windows are independent.
+        """
+        if starts_s is None:
+            return [self.classify_window(w, fs) for w in windows]
+        histories = window_histories(windows, fs, starts_s) if self.context_s else [None] * len(windows)
+        return [self.classify_window(w, fs, float(s), h) for w, s, h in zip(windows, starts_s, histories)]
 
 
 class StreamingClassifier:
     """One result per hop from a sample stream of any length, in constant memory.
 
-    The last ``window_samples(fs)`` samples live in a preallocated ring buffer; whenever the
+    The last ``window_samples(fs)`` samples, and the ``context_s`` seconds before them that a
+    rhythm head with context features reads, live in a preallocated ring buffer; whenever the
     stream has passed the end of the next window (``window + k * hop`` samples), that window
-    is copied out of the ring and classified. Results equal ``Classifier.classify_window`` on
-    the same slices of the whole signal.
+    (and its history) is copied out of the ring and classified. Results equal
+    ``Classifier.classify_window`` on the same slices of the whole signal, each with the samples
+    before it as history.
 
     Parameters
     ----------
@@ -306,25 +322,29 @@ class StreamingClassifier:
         if not hop_s > 0:
             raise EcgEdgeError(f"--hop must be > 0 seconds, got {hop_s}")
         self.hop = max(int(round(hop_s * self.fs)), 1)
-        self._ring = np.zeros(self.length, dtype=np.float64)
-        self._window = np.zeros(self.length, dtype=np.float64)
+        self.context = int(round(classifier.context_s * self.fs))
+        self.size = self.length + self.context  # ring buffer: the window and the history before it
+        self._ring = np.zeros(self.size, dtype=np.float64)
+        self._window = np.zeros(self.size, dtype=np.float64)
         self.n_seen = 0  # samples received so far
         self.next_end = self.length  # stream position where the next window ends
 
     def _write(self, samples):
         """Append samples (at most ring length) to the ring buffer."""
-        pos = self.n_seen % self.length
-        first = min(len(samples), self.length - pos)
+        pos = self.n_seen % self.size
+        first = min(len(samples), self.size - pos)
         self._ring[pos:pos + first] = samples[:first]
         self._ring[: len(samples) - first] = samples[first:]
         self.n_seen += len(samples)
 
     def _current_window(self):
-        """The last ``length`` samples in time order, copied into the preallocated window."""
-        pos = self.n_seen % self.length
-        self._window[: self.length - pos] = self._ring[pos:]
-        self._window[self.length - pos:] = self._ring[:pos]
-        return self._window
+        """(window, history): the last ``length`` samples and the at most ``context`` samples seen
+        before them, in time order, views of the preallocated copy of the ring."""
+        pos = self.n_seen % self.size
+        self._window[: self.size - pos] = self._ring[pos:]
+        self._window[self.size - pos:] = self._ring[:pos]
+        n_history = min(self.n_seen - self.length, self.context)
+        return self._window[self.context:], self._window[self.context - n_history:self.context]
 
     def push(self, chunk):
         """Feed samples (ndarray (k,), float); yield a WindowResult for each window completed."""
@@ -333,12 +353,13 @@ class StreamingClassifier:
         while done < len(chunk):
             # Never more than one ring length at a time: older samples would be overwritten
             # before the window that needs them is cut.
-            take = min(len(chunk) - done, self.next_end - self.n_seen, self.length)
+            take = min(len(chunk) - done, self.next_end - self.n_seen, self.size)
             self._write(chunk[done:done + take])
             done += take
             if self.n_seen == self.next_end:
                 t_start = (self.next_end - self.length) / self.fs
-                yield self.classifier.classify_window(self._current_window(), self.fs, t_start)
+                window, history = self._current_window()
+                yield self.classifier.classify_window(window, self.fs, t_start, history)
                 self.next_end += self.hop
 
     def finish(self):

@@ -29,7 +29,7 @@ from ecgedge.device import labels
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.evaluate import list_records
-from ecgedge.device.rhythm import FEATURE_NAMES, window_rhythm_features
+from ecgedge.device.rhythm import FEATURE_NAMES, window_histories, window_rhythm_features
 from ecgedge.device.wfdb_reader import lead_index
 
 CACHE_VERSION = 3  # raise when windows, images or rhythm features would come out differently
@@ -604,8 +604,30 @@ def rhythm_features_of(windows, cfg, progress=True, cache_dir=None):
     """
     _check_window_length(windows, cfg)
     path = cache_root(cache_dir) / "rhythm" / f"{_cache_key(windows, cfg, 'rhythm')}.npy"
+    histories = _RecordHistories(windows)
     return _cached_rows(path, len(windows), (len(FEATURE_NAMES),), np.float64,
-                        lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg), "rhythm features", progress)
+                        lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg, history=histories(i)),
+                        "rhythm features", progress)
+
+
+class _RecordHistories:
+    """The history of window ``i`` as the device has it (``window_histories``): what the windows
+    of its record before it cover without a gap. One record's histories are held at a time."""
+
+    def __init__(self, windows):
+        self.windows = windows
+        order = np.lexsort((windows.start_s, windows.record))
+        cuts = np.flatnonzero(windows.record[order][1:] != windows.record[order][:-1]) + 1
+        self.rows = {str(windows.record[rows[0]]): rows for rows in np.split(order, cuts) if rows.size}
+        self.record, self.held = None, {}
+
+    def __call__(self, i):
+        record = str(self.windows.record[i])
+        if record != self.record:
+            rows = self.rows[record]
+            found = window_histories(self.windows.x[rows], self.windows.fs, self.windows.start_s[rows])
+            self.record, self.held = record, dict(zip(rows.tolist(), found))
+        return self.held[int(i)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,6 +68,28 @@ def test_streaming_equals_batch(classifier):
     assert len(tail) == 1 and tail[0].label is None and tail[0].reason.startswith("too short")
 
 
+def test_streaming_gives_a_context_head_the_history_batch_windows_give_it(rhythm_bundle):
+    from ecgedge.device.rhythm import CONTEXT_NAMES, CONTEXT_S
+
+    classifier = Classifier(rhythm_bundle)
+    assert classifier.context_s == CONTEXT_S and set(CONTEXT_NAMES) <= set(classifier.bundle.rhythm_features)
+    n = classifier.window_samples(FS)
+    hop_s = classifier.window_s / 2  # windows overlap: the batch's histories are whole
+    signal = synthetic_ecg(int((CONTEXT_S + 5 * classifier.window_s) * FS) + 77, FS, seed=2)
+    stream = StreamingClassifier(classifier, FS, hop_s=hop_s)
+    cuts = np.sort(np.random.default_rng(1).integers(1, signal.size, size=9))
+    streamed = [r for chunk in np.split(signal, cuts) for r in stream.push(chunk)]
+    starts = np.arange(0, signal.size - n + 1, int(round(hop_s * FS)))
+    batch = classifier.classify_windows(np.stack([signal[s:s + n] for s in starts]), FS, starts / FS)
+    assert len(streamed) == len(batch) == len(starts) and stream._ring.size == n + int(round(CONTEXT_S * FS))
+    for s, b in zip(streamed, batch):
+        np.testing.assert_array_equal(s.probs, b.probs)
+    late = starts[-1]
+    _, with_history = classifier.preprocess(signal[late:late + n], FS, signal[:late])
+    _, alone = classifier.preprocess(signal[late:late + n], FS)
+    assert not np.array_equal(with_history, alone)
+
+
 def test_streaming_memory_is_flat(classifier):
     stream = StreamingClassifier(classifier, FS, hop_s=2.0)
     ring = stream._ring

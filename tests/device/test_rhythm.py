@@ -53,7 +53,7 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
     assert f["frac_early_unlike"] == pytest.approx(0.5, abs=0.1)
     assert f["rr_alternation"] > 0.9
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 47
+    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 65
 
 
 def test_rr_irregularity_tells_random_intervals_from_ectopic_beats():
@@ -173,7 +173,7 @@ def test_a_flat_window_gives_nan_features_not_an_error():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
-    assert len(f) == 47 and f.pop("n_shaped_beats") == 0
+    assert len(f) == 65 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
 
 
@@ -397,7 +397,8 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
              rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model),
              rhythm.rr_irregularity(np.diff(beats) / fs_model), rhythm.spectrum_features(z, fs_model),
              rhythm.wave_timing_features(z, beats, fs_model)]
-    np.testing.assert_array_equal(features, np.concatenate(parts))
+    own_context = [parts[0], parts[4], parts[3]]  # without history, the window's own
+    np.testing.assert_array_equal(features, np.concatenate(parts + own_context))
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features), with_head.bundle.cnn_weights)
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
@@ -462,3 +463,40 @@ def test_a_head_of_an_earlier_version_reads_its_own_columns(tiny_bundle, tmp_pat
     expected = rhythm.combine(classifier.classify_image(image), classifier.trees.predict_proba(all_features[:35][::-1]),
                               classifier.bundle.cnn_weights)
     np.testing.assert_allclose(classifier.classify_window(window, 360.0).probs, expected, rtol=1e-6)
+
+
+def test_window_histories_are_the_samples_just_before_each_window_without_a_gap():
+    fs, length = 100.0, 1000
+    signal = np.arange(6000.0)
+    starts = np.array([0, 500, 1000, 1500, 2000, 3500, 4000, 4500, 5000])  # a gap: 3000-3500 uncovered
+    histories = rhythm.window_histories(np.stack([signal[s:s + length] for s in starts]), fs, starts / fs)
+    keep = int(rhythm.CONTEXT_S * fs)
+    begins = [0] * 5 + [3500] * 4  # where each window's stretch of covered signal begins
+    for start, begin, history in zip(starts, begins, histories):
+        np.testing.assert_array_equal(history, signal[max(begin, start - keep):start])
+    assert histories[0].size == 0 and histories[5].size == 0 and histories[4].size == keep
+
+
+def test_context_features_read_the_window_and_the_last_context_s_seconds_before_it():
+    from ecgedge.device.benchmark import synthetic_ecg
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("multidb-rhythm5").spectrogram
+    fs = 360.0
+    signal = synthetic_ecg(int(45 * fs), fs, seed=4)
+    window, history = signal[-int(10 * fs):], signal[:-int(10 * fs)]
+    names = list(rhythm.FEATURE_NAMES)
+    context = [names.index(n) for n in rhythm.CONTEXT_NAMES]
+    with_history = rhythm.window_rhythm_features(window, fs, cfg, history=history)
+    alone = rhythm.window_rhythm_features(window, fs, cfg)
+    # Only the last CONTEXT_S seconds are read; the window's own features do not change.
+    np.testing.assert_array_equal(
+        with_history, rhythm.window_rhythm_features(window, fs, cfg, history=history[-int(rhythm.CONTEXT_S * fs):]))
+    own = [i for i in range(len(names)) if i not in context]
+    np.testing.assert_array_equal(with_history[own], alone[own])
+    # Without history the context features are the window's own: its intervals and P waves.
+    np.testing.assert_array_equal(alone[context], alone[[names.index(n[len("context_"):]) for n in rhythm.CONTEXT_NAMES]])
+    # With it they count about three times the beats: 30 s of the same rhythm.
+    context_rr = with_history[names.index("context_mean_rr_s")]
+    assert context_rr == pytest.approx(alone[names.index("mean_rr_s")], rel=0.05)
+    assert not np.array_equal(with_history[context], alone[context])

@@ -16,6 +16,7 @@ from ecgedge.train.data import (
     read_annotations,
     read_beats,
     read_record,
+    rhythm_features_of,
     rhythm_intervals,
     summarize,
     window_images,
@@ -115,6 +116,30 @@ def test_window_images_equal_window_image_and_are_cached(af_windows, monkeypatch
         np.testing.assert_array_equal(images[i], window_image(few.x[i], few.fs, cfg))
     monkeypatch.setattr(data, "window_image", _must_not_run)
     np.testing.assert_array_equal(window_images(few, cfg, progress=False, cache_dir=cache), images)
+
+
+def test_rhythm_features_give_each_window_the_history_a_stream_has(af_windows, mitdb_dir):
+    """Training's rhythm features read, as the device does, the signal just before each window
+    (its context features): here the real record 201 itself, where earlier windows cover it."""
+    from ecgedge.device.rhythm import CONTEXT_S, FEATURE_NAMES, window_rhythm_features
+
+    windows, cache = af_windows
+    rows = np.flatnonzero(windows.record == "mitdb/201")
+    rows = rows[np.argsort(windows.start_s[rows])]
+    # A stretch of windows one hop apart (no gap between them) long enough to fill the context.
+    first = next(i for i in range(rows.size - 8)
+                 if np.allclose(np.diff(windows.start_s[rows[i:i + 8]]), MITDB_TASK.hop_s))
+    few = windows.subset(rows[first:first + 8])
+    features = rhythm_features_of(few, MITDB_TASK.spectrogram, progress=False, cache_dir=cache)
+    signal = read_record(mitdb_dir, "201").signal.astype(np.float32)
+    fs, begin = few.fs, int(round(few.start_s[0] * few.fs))
+    context = [FEATURE_NAMES.index(n) for n in FEATURE_NAMES if n.startswith("context_")]
+    for i in range(len(few)):
+        start = int(round(few.start_s[i] * fs))
+        history = signal[max(begin, start - int(CONTEXT_S * fs)):start]
+        np.testing.assert_allclose(features[i], window_rhythm_features(few.x[i], fs, MITDB_TASK.spectrogram,
+                                                                       history=history), rtol=1e-9)
+    assert not np.allclose(features[7, context], window_rhythm_features(few.x[7], fs, MITDB_TASK.spectrogram)[context])
 
 
 def _must_not_run(*args, **kwargs):
