@@ -162,7 +162,7 @@ def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
     classifier = Classifier(tiny_bundle, num_threads=1)
     seen = []
     preprocess = classifier.preprocess
-    classifier.preprocess = lambda w, fs: seen.append(float(w[0])) or preprocess(w, fs)
+    classifier.preprocess = lambda w, fs, history=None: seen.append(float(w[0])) or preprocess(w, fs, history)
     given = [synthetic_ecg(classifier.window_samples(250.0), 250.0, seed) for seed in (1, 2)]
     result = measure_window_latency(classifier, fs=250.0, n=3, warmup=1, windows=given)
     assert result["windows"] == "given" and result["n"] == 3 and result["fs_in"] == 250.0
