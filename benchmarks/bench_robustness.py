@@ -2,7 +2,8 @@
 offset, recorders' sampling rates.
 
 Four questions a user of a new recorder asks, answered with the int8 bundle through the
-device runtime (``ecgedge.device.runtime.Classifier``):
+device runtime (``ecgedge.device.runtime.Classifier``), each record's windows in order, so that
+a window's history (the rhythm head's context features) is the windows before it, as altered:
 
 1. **Noise.** The MIT-BIH Noise Stress Test Database's recorded noise -- ``bw`` (baseline
    wander) and ``ma`` (muscle artifact) -- added to clean MIT-BIH windows at 24 to 0 dB SNR.
@@ -47,26 +48,34 @@ def _labelled_windows(classifier, data_root, records):
     db_dir = data_root / "mitdb"
     source = label_source(classifier.bundle.manifest, db_dir)
     label_map = classifier.bundle.label_map
-    xs, ys, fs = [], [], None
+    xs, ys, starts, fs = [], [], [], None
     for record in records:
         rw = record_windows(db_dir / record, label_map, classifier.window_s, classifier.hop_s,
                             classifier.bundle.manifest.get("lead") or ("MLII",), "first", source)
         xs.append(rw.x)
         ys += [label_map[lb] for lb in rw.labels]
+        starts.append(rw.starts / rw.fs)
         fs = rw.fs
-    return np.concatenate(xs), ys, fs
+    return np.concatenate(xs), ys, fs, starts
+
+
+def _classify(classifier, x, fs, starts):
+    """WindowResults of the rows of ``x``, record by record (``starts``: each record's window
+    starts, seconds), so that each window has the history the windows before it give it."""
+    ends = np.cumsum([len(s) for s in starts])
+    return [r for s, end in zip(starts, ends) for r in classifier.classify_windows(x[end - len(s):end], fs, s)]
 
 
 def noise_stress(classifier, data_root, records, snrs_db=DEFAULT_SNRS_DB, seed=0):
     """Accuracy and not-a-rhythm share per noise record and SNR (see the module docstring)."""
     from ecgedge.device.wfdb_reader import read_signal
 
-    x, y, fs = _labelled_windows(classifier, data_root, records)
+    x, y, fs, starts = _labelled_windows(classifier, data_root, records)
     noise_class = classifier.decision_rule.noise_class
     rng = np.random.default_rng(seed)
 
     def scores(windows):
-        results = classifier.classify_windows(windows, fs)
+        results = _classify(classifier, windows, fs, starts)
         return {"accuracy": float(np.mean([r.label == t for r, t in zip(results, y)])),
                 "not_a_rhythm": float(np.mean([_not_a_rhythm(r, noise_class) for r in results]))}
 
@@ -96,12 +105,12 @@ def non_ecg(classifier, fs=360.0, seed=0):
 
 def units_and_offset(classifier, data_root, records):
     """Share of windows whose label is unchanged in uV, ADC-count-like scale + offset, +20 mV, +1000 mV."""
-    x, _, fs = _labelled_windows(classifier, data_root, records)
+    x, _, fs, starts = _labelled_windows(classifier, data_root, records)
     x = x.astype(np.float64)  # as the device's readers give them (float32 + 1000 mV loses bits)
-    reference = [r.label for r in classifier.classify_windows(x, fs)]
+    reference = [r.label for r in _classify(classifier, x, fs, starts)]
     variants = {"uV": x * 1000.0, "ADC counts (x200 + 1024)": x * 200.0 + 1024.0, "+20 mV": x + 20.0,
                 "+1000 mV": x + 1000.0}
-    return {name: float(np.mean([r.label == ref for r, ref in zip(classifier.classify_windows(v, fs), reference)]))
+    return {name: float(np.mean([r.label == ref for r, ref in zip(_classify(classifier, v, fs, starts), reference)]))
             for name, v in variants.items()}
 
 
@@ -109,13 +118,18 @@ def recorder_rates(classifier, data_root, records, rates=RECORDER_RATES):
     """Per rate: accuracy and the share of labels unchanged when the windows come at that rate."""
     from ecgedge.device.dsp import resample_poly, resample_ratio
 
-    x, y, fs = _labelled_windows(classifier, data_root, records)
+    x, y, fs, starts = _labelled_windows(classifier, data_root, records)
     x = x.astype(np.float64)
-    reference = [r.label for r in classifier.classify_windows(x, fs)]
+    reference = [r.label for r in _classify(classifier, x, fs, starts)]
     out = {"native_hz": float(fs), "native_accuracy": float(np.mean([a == b for a, b in zip(reference, y)]))}
+    # Each record centred as a whole (the resampler pads with zeros): windows resampled one by one
+    # then still join up into the history the windows after them read.
+    ends = np.cumsum([len(s) for s in starts])
+    centred = np.concatenate([x[end - len(s):end] - x[end - len(s):end].mean() for s, end in zip(starts, ends)])
     for rate in rates:
         ratio = resample_ratio(fs, rate)
-        labels = [r.label for r in classifier.classify_windows(np.stack([resample_poly(w - w.mean(), *ratio) for w in x]), rate)]
+        at_rate = np.stack([resample_poly(w, *ratio) for w in centred])
+        labels = [r.label for r in _classify(classifier, at_rate, rate, starts)]
         out[f"{rate:g}"] = {"accuracy": float(np.mean([a == b for a, b in zip(labels, y)])),
                             "same_label": float(np.mean([a == b for a, b in zip(labels, reference)]))}
     return out
