@@ -19,6 +19,10 @@ of a standardised window at the model rate, then describes
 - how the power spreads over the ECG band (:func:`spectrum_features`), and
 - when the typical beat's P and T waves come (:func:`wave_timing_features`): times only, which
   do not depend on the lead or the recorder as wave amplitudes do.
+- the intervals, their irregularity and the atrial activity again over the window and the
+  ``CONTEXT_S`` seconds before it (:func:`context_features`): about 30 beats instead of a dozen.
+  The caller hands the history in (a stream's ring buffer, :func:`window_histories` for windows of
+  one recording); without it these are the window's own.
 
 Numbers that motivated it (mitdb-rhythm4, 5 folds by patient): gradient boosting on these
 features alone scored macro-F1 0.593, the spectrogram CNN 0.566 in the same budget, and the
