@@ -491,8 +491,8 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None, history=None):
     standardized : ``standardize(to_model_rate(x, fs_in, cfg))`` when the caller has it already
         (the spectrogram is made of the same standardised window).
     history : ndarray of shape (m,), the samples just before the window at ``fs_in`` (the last
-        ``CONTEXT_S`` seconds are read), or None / empty: the context features are then the
-        window's own.
+        ``CONTEXT_S`` seconds are read), or None / empty / with non-finite samples: the context
+        features are then the window's own.
 
     Returns
     -------
@@ -507,7 +507,8 @@ def window_rhythm_features(x, fs_in, cfg, standardized=None, history=None):
         at_sharpness_rate = lowpass(at_sharpness_rate - np.mean(at_sharpness_rate), cfg.lowpass_hz, SHARPNESS_FS)
     rr = np.diff(beats) / cfg.fs
     own = (rr_statistics(rr), rr_irregularity(rr), atrial_features(z, beats, cfg.fs))
-    context = own if history is None or len(history) == 0 else context_features(history, x, fs_in, cfg)
+    usable = history is not None and len(history) > 0 and np.isfinite(history).all()  # a gap in a stream: none
+    context = context_features(history, x, fs_in, cfg) if usable else own
     return np.concatenate([own[0], beat_shape_features(z, beats, cfg.fs), sharpness_features(at_sharpness_rate),
                            own[2], own[1], spectrum_features(z, cfg.fs), wave_timing_features(z, beats, cfg.fs),
                            *context])

@@ -496,6 +496,10 @@ def test_context_features_read_the_window_and_the_last_context_s_seconds_before_
     np.testing.assert_array_equal(with_history[own], alone[own])
     # Without history the context features are the window's own: its intervals and P waves.
     np.testing.assert_array_equal(alone[context], alone[[names.index(n[len("context_"):]) for n in rhythm.CONTEXT_NAMES]])
+    # A history with a gap in it (NaN) is not read.
+    broken = history.copy()
+    broken[100] = np.nan
+    np.testing.assert_array_equal(rhythm.window_rhythm_features(window, fs, cfg, history=broken), alone)
     # With it they count about three times the beats: 30 s of the same rhythm.
     context_rr = with_history[names.index("context_mean_rr_s")]
     assert context_rr == pytest.approx(alone[names.index("mean_rr_s")], rel=0.05)
