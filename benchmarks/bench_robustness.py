@@ -59,11 +59,15 @@ def _labelled_windows(classifier, data_root, records):
     return np.concatenate(xs), ys, fs, starts
 
 
+def _by_record(x, starts):
+    """The rows of ``x`` split into records (``starts``: each record's window starts)."""
+    return np.split(x, np.cumsum([len(s) for s in starts])[:-1])
+
+
 def _classify(classifier, x, fs, starts):
     """WindowResults of the rows of ``x``, record by record (``starts``: each record's window
     starts, seconds), so that each window has the history the windows before it give it."""
-    ends = np.cumsum([len(s) for s in starts])
-    return [r for s, end in zip(starts, ends) for r in classifier.classify_windows(x[end - len(s):end], fs, s)]
+    return [r for rows, s in zip(_by_record(x, starts), starts) for r in classifier.classify_windows(rows, fs, s)]
 
 
 def noise_stress(classifier, data_root, records, snrs_db=DEFAULT_SNRS_DB, seed=0):
@@ -124,8 +128,7 @@ def recorder_rates(classifier, data_root, records, rates=RECORDER_RATES):
     out = {"native_hz": float(fs), "native_accuracy": float(np.mean([a == b for a, b in zip(reference, y)]))}
     # Each record centred as a whole (the resampler pads with zeros): windows resampled one by one
     # then still join up into the history the windows after them read.
-    ends = np.cumsum([len(s) for s in starts])
-    centred = np.concatenate([x[end - len(s):end] - x[end - len(s):end].mean() for s, end in zip(starts, ends)])
+    centred = np.concatenate([rows - rows.mean() for rows in _by_record(x, starts)])
     for rate in rates:
         ratio = resample_ratio(fs, rate)
         at_rate = np.stack([resample_poly(w, *ratio) for w in centred])
