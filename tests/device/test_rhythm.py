@@ -271,6 +271,17 @@ def test_numpy_trees_equal_scikit_learn(fitted_trees):
     assert trees.n_classes == 4
 
 
+def test_exported_trees_carry_nothing_the_walk_does_not_read(fitted_trees):
+    from ecgedge.train.rhythm_head import export_trees
+
+    arrays = export_trees(fitted_trees[0], 4)
+    leaf = arrays["is_leaf"]
+    assert 0 < leaf.sum() < leaf.size and arrays["feature"].dtype == np.int16
+    for key in ("feature", "threshold", "left", "right", "missing_left"):
+        assert not arrays[key][leaf].any(), key
+    assert not arrays["value"][~leaf].any() and arrays["value"][leaf].any()
+
+
 def test_a_class_the_head_never_saw_scores_zero_on_both_sides(tmp_path):
     from ecgedge.train.rhythm_head import class_probabilities, export_trees, fit_rhythm_head, save_trees
 
