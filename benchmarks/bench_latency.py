@@ -11,7 +11,8 @@ Per window, on one core (TensorFlow intra/inter-op threads 1, interpreter ``num_
 
 The windows are real MIT-BIH ECG spread over all records (:func:`windows_of_records`; real ECG
 costs the DSP more than a synthetic one: more beats, less regular), or a seeded synthetic ECG
-when no data is at hand.
+when no data is at hand. Each comes with the seconds of signal before it that a head with
+context features reads (``Classifier.context_s``), as in a stream.
 
 Each implementation is timed for its model call ("invoke") and end to end (DSP + model),
 after a warm-up, as median and p90. The device's parts are timed in turns, chunk by chunk
@@ -29,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgedge.benchmarks.bench_scaling import record_paths
-from ecgedge.device.benchmark import _stats, _timed, interleaved, synthetic_ecg, windows_of_records
+from ecgedge.device.benchmark import (_stats, _timed, interleaved, split_history, synthetic_ecg, window_jobs,
+                                      windows_of_records)
 from ecgedge.device.errors import EcgEdgeError
 
 FS = 360.0
@@ -72,25 +74,18 @@ def keras_reference(run_dir, windows, fs, classifier, warmup):
     tf = single_core_tensorflow()
     model = load_keras_model(run_dir / "model.keras")
     call = tf.function(lambda x: model(x, training=False))
-    images = [(tf.constant(classifier.preprocess(w, fs)[0][None]),) for w in windows]
+    pairs = [split_history(w, classifier, fs) for w in windows]
+    images = [(tf.constant(classifier.preprocess(w, fs, h)[0][None]),) for w, h in pairs]
     invoke = _timed_after_warmup(lambda x: call(x).numpy(), images, warmup)
 
-    def end_to_end(window):
-        image, features = classifier.preprocess(window, fs)
+    def end_to_end(window, history):
+        image, features = classifier.preprocess(window, fs, history)
         return classifier.with_rhythm(call(tf.constant(image[None])).numpy()[0], features)
 
-    e2e = _timed_after_warmup(end_to_end, [(w,) for w in windows], warmup)
+    e2e = _timed_after_warmup(end_to_end, pairs, warmup)
     gpus = tf.config.list_physical_devices("GPU")
     return {"invoke": _stats(invoke), "end_to_end": _stats(e2e), "device": "GPU" if gpus else "CPU",
             "model": str(run_dir / "model.keras")}, call
-
-
-def runtime_jobs(classifier, windows, fs):
-    """A bundle's Classifier (one thread) on ``windows`` as jobs for ``interleaved``: dsp, invoke, end_to_end."""
-    by_window = [(w,) for w in windows]
-    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
-    return {"dsp": (lambda w: classifier.preprocess(w, fs), by_window), "invoke": (classifier.invoke, inputs),
-            "end_to_end": (lambda w: classifier.classify_window(w, fs), by_window)}
 
 
 def device_timings(classifiers, windows, fs, warmup):
@@ -104,7 +99,7 @@ def device_timings(classifiers, windows, fs, warmup):
     -------
     {name: {dsp, invoke, end_to_end: {median_ms, p90_ms}, bytes, bundle, interpreter}}.
     """
-    jobs = {(name, part): job for name, c in classifiers.items() for part, job in runtime_jobs(c, windows, fs).items()}
+    jobs = {(name, part): job for name, c in classifiers.items() for part, job in window_jobs(c, windows, fs).items()}
     ms = interleaved(jobs, warmup)
     return {name: {**{part: _stats(ms[(name, part)]) for part in ("dsp", "invoke", "end_to_end")},
                    "bytes": c.bundle.manifest["bytes"], "bundle": str(c.bundle.path), "interpreter": c.info}
@@ -210,12 +205,13 @@ def measure_latency(bundle, float_bundle=None, run_dir=None, n=300, warmup=30, b
     timings, throughput = {}, {}
     classifier = Classifier(bundle, num_threads=1)
     if source == "mitdb":
-        windows, fs = windows_of_records(record_paths(data_dir), classifier.window_s, n + warmup)
+        windows, fs = windows_of_records(record_paths(data_dir), classifier.window_s, n + warmup, classifier.context_s)
     elif source == "synthetic":
-        windows = seeded_windows(fs, classifier.window_samples(fs), n + warmup, seed)
+        windows = seeded_windows(fs, classifier.window_samples(fs) + int(round(classifier.context_s * fs)),
+                                 n + warmup, seed)
     else:
         raise EcgEdgeError(f"latency windows come from 'mitdb' or 'synthetic', got {source!r}")
-    images = [classifier.preprocess(w, fs)[0] for w in windows[:batch]]
+    images = [classifier.preprocess(w, fs, h)[0] for w, h in (split_history(s, classifier, fs) for s in windows[:batch])]
     classifiers = {"tflite_int8": classifier}
     if classifier.trees is not None:  # the same bundle deciding without its rhythm head
         classifiers["tflite_int8_model_only"] = Classifier(bundle, num_threads=1, rhythm_head=False)

@@ -85,6 +85,26 @@ def peak_rss_mib():
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 2)
 
 
+def split_history(segment, classifier, fs):
+    """(window, history) of a timed segment: its last ``window_samples(fs)`` samples, and the
+    samples before them (None when there are none)."""
+    length = classifier.window_samples(fs)
+    history = segment[:-length]
+    return segment[-length:], (history if history.size else None)
+
+
+def window_jobs(classifier, segments, fs):
+    """``classifier`` on ``segments`` as jobs for :func:`interleaved`: dsp, invoke, end_to_end.
+
+    A segment is a window with the history before it that a head with context features reads
+    (:func:`split_history`): timing windows without it would leave that DSP out.
+    """
+    pairs = [split_history(s, classifier, fs) for s in segments]
+    inputs = [(classifier.model_input(classifier.preprocess(w, fs, h)[0]),) for w, h in pairs]
+    return {"dsp": (lambda w, h: classifier.preprocess(w, fs, h), pairs), "invoke": (classifier.invoke, inputs),
+            "end_to_end": (lambda w, h: classifier.classify_window(w, fs, history=h), pairs)}
+
+
 def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windows=None):
     """Median and p90 times of DSP, invoke and end to end over ``n`` windows, taken in turns
     (:func:`interleaved`).
@@ -95,8 +115,10 @@ def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windo
     fs : input sampling rate of the windows, Hz (resampling is part of the DSP).
     n, warmup : timed and untimed windows.
     seed : seed of the synthetic signal.
-    windows : raw windows at ``fs`` to time instead (a list, repeated as needed to make
-        ``warmup + n``); default consecutive windows of a seeded synthetic ECG.
+    windows : raw segments at ``fs`` to time instead (a list, repeated as needed to make
+        ``warmup + n``): each a window, after the history its context features read, if any
+        (:func:`split_history`); default consecutive windows of a seeded synthetic ECG, each
+        with the ``classifier.context_s`` seconds before it.
 
     Returns
     -------
@@ -106,18 +128,14 @@ def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windo
     """
     source = "synthetic" if windows is None else "given"
     if windows is None:
-        length = classifier.window_samples(fs)
+        length = classifier.window_samples(fs) + int(round(classifier.context_s * fs))
         hop = max(int(round(classifier.hop_s * fs)), 1)
         signal = synthetic_ecg(length + hop * (n + warmup), fs, seed)
         windows = [signal[i * hop:i * hop + length] for i in range(n + warmup)]
     if len(windows) == 0:
         raise EcgEdgeError("no windows to time")
     windows = [windows[i % len(windows)] for i in range(n + warmup)]
-    by_window = [(w,) for w in windows]
-    inputs = [(classifier.model_input(classifier.preprocess(w, fs)[0]),) for w in windows]
-    ms = interleaved({"dsp": (lambda w: classifier.preprocess(w, fs), by_window),
-                      "invoke": (classifier.invoke, inputs),
-                      "end_to_end": (lambda w: classifier.classify_window(w, fs), by_window)}, warmup)
+    ms = interleaved(window_jobs(classifier, windows, fs), warmup)
     median_s = float(np.median(ms["end_to_end"])) / 1e3
     return {
         "dsp": _stats(ms["dsp"]),
@@ -132,6 +150,7 @@ def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windo
         "fs_in": fs,
         "window_s": classifier.window_s,
         "hop_s": classifier.hop_s,
+        "history_s": round(float(np.median([len(w) for w in windows])) / fs - classifier.window_s, 3),
         "interpreter": classifier.info,
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -139,17 +158,19 @@ def measure_window_latency(classifier, fs=360.0, n=200, warmup=20, seed=0, windo
     }
 
 
-def windows_of_records(paths, window_s, n):
-    """``n`` raw windows of the WFDB records at ``paths`` (lead MLII, else the first).
+def windows_of_records(paths, window_s, n, history_s=0.0):
+    """``n`` raw windows of the WFDB records at ``paths`` (lead MLII, else the first), each after
+    the ``history_s`` seconds of its record before it (the segments :func:`window_jobs` times).
 
-    Every record gives ``ceil(n / records)`` windows evenly spaced over its length, taken in
-    turns (the first window of each record, then the second, ...), so any leading part, the
-    warm-up included, spans many patients. Records shorter than a window give none; the others'
-    windows are then repeated to make ``n``.
+    Every record gives ``ceil(n / records)`` windows evenly spaced over its length (the first
+    after ``history_s`` seconds), taken in turns (the first window of each record, then the
+    second, ...), so any leading part, the warm-up included, spans many patients. Records
+    shorter than a window and its history give none; the others' windows are then repeated to
+    make ``n``.
 
     Returns
     -------
-    (list of n ndarrays of shape (round(window_s * fs),), float64 mV; fs, Hz).
+    (list of n ndarrays of shape (round(history_s * fs) + round(window_s * fs),), float64 mV; fs, Hz).
     """
     from ecgedge.device.wfdb_reader import read_signal
 
@@ -157,14 +178,14 @@ def windows_of_records(paths, window_s, n):
     by_record, rates = [], set()
     for path in paths:
         signal, fs, _ = read_signal(path, ["MLII"])
-        length = int(round(window_s * fs))
+        length = int(round(history_s * fs)) + int(round(window_s * fs))
         if signal.size < length:
             continue
         rates.add(fs)
         starts = np.linspace(0, signal.size - length, per_record).astype(int)
         by_record.append([signal[s:s + length] for s in starts])
     if len(rates) != 1:
-        raise EcgEdgeError(f"latency windows need records of one sampling rate, at least {window_s} s long; "
+        raise EcgEdgeError(f"latency windows need records of one sampling rate, at least {history_s + window_s} s long; "
                            f"{Path(paths[0]).parent} has rates {sorted(rates)} among those")
     in_turns = [w for windows in zip(*by_record) for w in windows]
     return list(itertools.islice(itertools.cycle(in_turns), n)), rates.pop()

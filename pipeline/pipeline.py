@@ -374,14 +374,16 @@ def latency_stage(ctx):
     """latency.json: DSP, invoke and end-to-end times of both bundles, one thread, on real windows
     of the held-out test records (real ECG costs the DSP more than a synthetic one)."""
     from ecgedge.device.benchmark import windows_of_records
+    from ecgedge.device.runtime import Classifier
 
-    key = digest({"bundles": bundles_key(ctx), "n": ctx.cfg.bench_windows, "windows": "test records"})
+    key = digest({"bundles": bundles_key(ctx), "n": ctx.cfg.bench_windows, "windows": "test records with history"})
 
     def compute():
         records = test_records(ctx)
         # One database's records: one sampling rate (a task may mix databases of different rates).
         paths = [str(Path(db_dir) / record) for db, db_dir, record in records if db == records[0][0]]
-        windows, fs = windows_of_records(paths, ctx.task.window_s, ctx.cfg.bench_windows)
+        history_s = Classifier(ctx.path(BUNDLE_DIR), num_threads=1).context_s
+        windows, fs = windows_of_records(paths, ctx.task.window_s, ctx.cfg.bench_windows, history_s)
         write_json(ctx.path("latency.json"), {
             quant: bundle_latency(ctx.path(folder), windows, fs, ctx.cfg.bench_windows)
             for quant, folder in (("int8", BUNDLE_DIR), ("float32", FLOAT_BUNDLE_DIR))

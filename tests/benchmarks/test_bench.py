@@ -71,6 +71,11 @@ def test_latency_windows_come_from_every_record_in_turns(wfdb_record, tmp_path):
     assert len(windows) == len(expected)
     for got, want in zip(windows, expected):
         np.testing.assert_allclose(got, want, atol=1e-9)
+    # with 28 s of history: r1 is too short now; r3's segments start at 0 and end at its end
+    segments, _ = windows_of_records(record_paths(tmp_path), 5.0, 6, history_s=28.0)
+    assert len(segments) == 6
+    for got, want in zip(segments, [r3[:3300], r3[1700:]] * 3):
+        np.testing.assert_allclose(got, want, atol=1e-9)
 
 
 def test_latency_windows_refuse_records_shorter_than_a_window(wfdb_record, tmp_path):
@@ -169,6 +174,20 @@ def test_device_bench_times_the_windows_it_is_given(tiny_bundle):
     assert set(seen) == {float(w[0]) for w in given}  # only those windows, repeated to make 1 + 3
     with pytest.raises(EcgEdgeError, match="no windows"):
         measure_window_latency(classifier, fs=250.0, n=3, windows=[])
+
+
+def test_device_bench_times_a_context_head_with_the_history_it_reads(rhythm_bundle):
+    from ecgedge.device.benchmark import measure_window_latency
+    from ecgedge.device.rhythm import CONTEXT_S
+    from ecgedge.device.runtime import Classifier
+
+    classifier = Classifier(rhythm_bundle, num_threads=1)
+    seen = []
+    preprocess = classifier.preprocess
+    classifier.preprocess = lambda w, fs, history=None: seen.append((w.size, history.size)) or preprocess(w, fs, history)
+    result = measure_window_latency(classifier, fs=250.0, n=3, warmup=1)
+    assert set(seen) == {(classifier.window_samples(250.0), int(CONTEXT_S * 250.0))}
+    assert result["history_s"] == CONTEXT_S
 
 
 def test_recorder_rates_classify_the_same_windows_at_other_rates(rhythm_bundle, physionet_dir):
