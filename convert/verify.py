@@ -168,7 +168,7 @@ def verify_bundle(bundle_path, run_dir, threshold=DEFAULT_THRESHOLD, data_dir=No
     report = compare(float_scores, tflite_scores, windows.y, bundle.classes, windows.record, windows.start_s,
                      threshold=threshold, top_k=top_k)
     if bundle.rhythm_head_path is not None:
-        features = rhythm_features_of(windows, bundle.spectrogram, progress=False)
+        features = rhythm_features_of(windows, bundle.spectrogram, progress=False, detector=bundle.beat_detector)
         features = features[:, feature_columns(bundle.rhythm_features)]
         head = load_trees(bundle.rhythm_head_path).predict_proba(features)
         weights = bundle.cnn_weights

@@ -37,7 +37,8 @@ import numpy as np
 from ecgedge.device.decision import rule_from_manifest
 from ecgedge.device.dsp import SpectrogramConfig
 from ecgedge.device.errors import BundleError, EcgEdgeError
-from ecgedge.device.rhythm import COMBINE_RULE, COMBINE_RULES, FEATURE_NAMES, GEOMETRIC_MEAN_WEIGHT, cnn_weights
+from ecgedge.device.rhythm import (BEAT_DETECTOR, BEAT_DETECTORS, COMBINE_RULE, COMBINE_RULES, FEATURE_NAMES,
+                                   GEOMETRIC_MEAN_WEIGHT, cnn_weights)
 
 FORMAT = "ecgedge-bundle"
 FORMAT_VERSION = 3
@@ -172,6 +173,13 @@ class Bundle:
         return None if head is None else list(head["features"])
 
     @property
+    def beat_detector(self):
+        """The beat detector whose beats the rhythm head was trained on (``rhythm.detect_beats``;
+        1 for bundles made before the manifest named it), or None without a rhythm head."""
+        head = self.manifest.get("rhythm_head")
+        return None if head is None else head.get("beat_detector", 1)
+
+    @property
     def cnn_weights(self):
         """The CNN's weight per class in ``ecgedge.device.rhythm.combine`` (ndarray, float64; 0.5
         each for a ``geometric_mean`` bundle), or None without a rhythm head."""
@@ -223,7 +231,8 @@ def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None):
         head_path.write_bytes(rhythm_head)
         full["rhythm_head"] = {"file": RHYTHM_HEAD_FILE, "sha256": sha256_file(head_path),
                                "bytes": head_path.stat().st_size, "features": list(FEATURE_NAMES),
-                               "combine": COMBINE_RULE, "cnn_weights": cnn_weights(full["classes"]).tolist()}
+                               "combine": COMBINE_RULE, "cnn_weights": cnn_weights(full["classes"]).tolist(),
+                               "beat_detector": BEAT_DETECTOR}
     elif head_path.exists():
         head_path.unlink()  # a rhythm head of an earlier bundle in this folder
     full.update(
@@ -533,6 +542,12 @@ def _check_head_entry(c, head, model_file, manifest_path, n_classes):
     c.sha256("rhythm_head.sha256", head["sha256"])
     c.integer("rhythm_head.bytes", head["bytes"], 0, 1 << 40)
     features = c.names("rhythm_head.features", head["features"], 1, 4 * len(FEATURE_NAMES))
+    detector = head.get("beat_detector", 1)
+    c.integer("rhythm_head.beat_detector", detector, 1, 1 << 20)
+    if detector not in BEAT_DETECTORS:
+        raise BundleError(f"{manifest_path}: its rhythm head was trained on the beats of detector {detector}, which "
+                          f"this ecgedge does not have (it has {list(BEAT_DETECTORS)}); install the ecgedge version "
+                          f"that made the bundle, or rebuild the bundle with this one")
     if not isinstance(head["combine"], str):
         c.fail("rhythm_head.combine", repr(COMBINE_RULE), head["combine"])
     if head["combine"] == COMBINE_RULE:

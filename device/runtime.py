@@ -241,7 +241,8 @@ class Classifier:
         image = spectrogram_image(z, self.cfg, standardized=True)
         if self.trees is None:
             return image, None
-        return image, window_rhythm_features(window, fs, self.cfg, z, history if self.context_s else None)
+        return image, window_rhythm_features(window, fs, self.cfg, z, history if self.context_s else None,
+                                             self.bundle.beat_detector)
 
     def with_rhythm(self, probs, features):
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""

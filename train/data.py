@@ -29,7 +29,7 @@ from ecgedge.device import labels
 from ecgedge.device.dsp import to_model_rate, window_image, window_length
 from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.evaluate import list_records
-from ecgedge.device.rhythm import FEATURE_NAMES, window_histories, window_rhythm_features
+from ecgedge.device.rhythm import BEAT_DETECTOR, FEATURE_NAMES, window_histories, window_rhythm_features
 from ecgedge.device.wfdb_reader import lead_index
 
 CACHE_VERSION = 3  # raise when windows, images or rhythm features would come out differently
@@ -536,10 +536,11 @@ def _assemble(task, parts):
 # Images
 
 
-def _cache_key(windows, cfg, kind="images"):
+def _cache_key(windows, cfg, kind="images", detector=None):
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(windows.x).tobytes())
-    extra = {} if kind == "images" else {"kind": kind, "features": list(FEATURE_NAMES)}
+    extra = {} if kind == "images" else {"kind": kind, "features": list(FEATURE_NAMES),
+                                         "beat_detector": detector or BEAT_DETECTOR}
     digest.update(json.dumps({"v": CACHE_VERSION, "fs": windows.fs, "cfg": cfg.to_dict(), **extra},
                              sort_keys=True).encode())
     return digest.hexdigest()
@@ -592,10 +593,11 @@ def window_images(windows, cfg, progress=True, cache_dir=None):
                         lambda i: window_image(windows.x[i], windows.fs, cfg), "images", progress)
 
 
-def rhythm_features_of(windows, cfg, progress=True, cache_dir=None):
+def rhythm_features_of(windows, cfg, progress=True, cache_dir=None, detector=None):
     """Rhythm features (:func:`ecgedge.device.rhythm.window_rhythm_features`) of every window.
 
-    Same parameters as :func:`window_images`.
+    Same parameters as :func:`window_images`; ``detector``: the beat detector (None: the one of
+    new heads, ``BEAT_DETECTOR``; a bundle's ``beat_detector`` to read what its head reads).
 
     Returns
     -------
@@ -603,10 +605,11 @@ def rhythm_features_of(windows, cfg, progress=True, cache_dir=None):
     feature is undefined; a read-only memory map of the cached ``.npy`` file.
     """
     _check_window_length(windows, cfg)
-    path = cache_root(cache_dir) / "rhythm" / f"{_cache_key(windows, cfg, 'rhythm')}.npy"
+    path = cache_root(cache_dir) / "rhythm" / f"{_cache_key(windows, cfg, 'rhythm', detector)}.npy"
     histories = _RecordHistories(windows)
     return _cached_rows(path, len(windows), (len(FEATURE_NAMES),), np.float64,
-                        lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg, history=histories(i)),
+                        lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg, history=histories(i),
+                                                         detector=detector),
                         "rhythm features", progress)
 
 

@@ -213,6 +213,35 @@ def test_a_low_passed_spectrogram_loads_and_one_without_the_setting_reads_as_bef
     assert load_bundle(path).spectrogram.lowpass_hz == 3.0
 
 
+def test_a_head_reads_the_beats_of_the_detector_it_was_trained_on(rhythm_bundle, tmp_path):
+    """New bundles name their head's beat detector; one made before (no such key) gets detector 1,
+    the beats its head was trained on; a detector this ecgedge lacks is refused by name."""
+    from ecgedge.device.rhythm import BEAT_DETECTOR, window_rhythm_features
+    from ecgedge.device.runtime import Classifier
+
+    assert read(rhythm_bundle.path)["rhythm_head"]["beat_detector"] == BEAT_DETECTOR == 2
+    path = copy(rhythm_bundle, tmp_path / "old")
+    manifest = read(path)
+    del manifest["rhythm_head"]["beat_detector"]
+    write_manifest(path, manifest)
+    old, new = Classifier(path), Classifier(rhythm_bundle.path)
+    assert (old.bundle.beat_detector, new.bundle.beat_detector) == (1, 2)
+    fs = 360.0
+    t = np.arange(new.window_samples(fs)) / fs  # QRS spikes with tall T waves: the detectors differ
+    window = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) + 0.9 * np.exp(-0.5 * ((t - b - 0.3) / 0.06) ** 2)
+                 for b in np.arange(0.1, t[-1], 0.7))
+    old_features, new_features = old.preprocess(window, fs)[1], new.preprocess(window, fs)[1]
+    np.testing.assert_array_equal(old_features, window_rhythm_features(window, fs, old.cfg, detector=1))
+    np.testing.assert_array_equal(new_features, window_rhythm_features(window, fs, new.cfg, detector=2))
+    assert not np.array_equal(old_features, new_features, equal_nan=True)
+    for value, message in ((3, "trained on the beats of detector 3, which this ecgedge does not have"),
+                           ("2", "rhythm_head.beat_detector must be an integer")):
+        manifest["rhythm_head"]["beat_detector"] = value
+        write_manifest(path, manifest)
+        with pytest.raises(BundleError, match=message):
+            load_bundle(path)
+
+
 def test_unknown_keys_are_kept(tiny_bundle, tmp_path):
     path = copy(tiny_bundle, tmp_path / "b")
     manifest = read(path)

@@ -36,6 +36,54 @@ def test_detector_finds_regular_beats_and_the_rr_statistics_follow():
     assert stats["pnn50"] == 0.0 and stats["rr_range_ratio"] < 1.05
 
 
+def test_a_tall_t_wave_and_an_artifact_second_do_not_move_the_beats():
+    """Detector 2 (new heads) finds each QRS once, under tall T waves and after a large artifact
+    in the first second; detector 1 (older bundles' heads) counts the T waves as beats too."""
+    beats = np.arange(0.5, 10.0, 0.9)
+    t = np.arange(int(10.0 * FS)) / FS
+    x = sum(np.exp(-0.5 * ((t - b) / 0.015) ** 2) + 0.9 * np.exp(-0.5 * ((t - b - 0.3) / 0.06) ** 2) for b in beats)
+    x = x + 0.01 * np.random.default_rng(0).normal(size=t.size)
+    found = rhythm.detect_beats((x - x.mean()) / x.std(), FS) / FS
+    assert len(found) == len(beats) and np.abs(found - beats).max() < 0.05
+    assert len(rhythm.detect_beats((x - x.mean()) / x.std(), FS, detector=1)) > len(beats)
+    x[:int(0.8 * FS)] += 8.0 * np.sin(np.pi * t[:int(0.8 * FS)] / 0.8) ** 8  # electrode contact
+    found = rhythm.detect_beats((x - x.mean()) / x.std(), FS) / FS
+    assert np.abs(found[-len(beats) + 1:] - beats[1:]).max() < 0.05
+
+
+@pytest.mark.parametrize("record, detector_1, detector_2", [
+    ("113", (0.99, 0.50), (0.99, 0.99)),  # tall T waves: detector 1 counts them
+    ("117", (0.99, 0.55), (0.99, 0.99)),
+    ("203", (0.80, 0.99), (0.95, 0.99)),  # atrial fibrillation with beats of changing size
+    ("228", (0.50, 0.95), (0.94, 0.96)),
+])
+def test_detectors_against_the_reference_beats_of_real_records(mitdb_dir, record, detector_1, detector_2):
+    """Sensitivity / positive predictivity (+-100 ms) on 10-s windows of the first 5 min (MLII)."""
+    import wfdb
+
+    from ecgedge.device.dsp import standardize, to_model_rate
+    from ecgedge.train.tasks import load_task
+
+    cfg = load_task("multidb-rhythm5").spectrogram
+    signal = wfdb.rdrecord(str(mitdb_dir / record), sampto=108_000, channel_names=["MLII"]).p_signal[:, 0]
+    ann = wfdb.rdann(str(mitdb_dir / record), "atr", sampto=108_000)
+    reference = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in "NLRBAaJSVrFejnE/fQ?"]) / 360.0
+    for detector, (least_se, least_ppv) in ((1, detector_1), (2, detector_2)):
+        hits = missed = extra = 0
+        for start in range(0, 300, 10):
+            z = standardize(to_model_rate(signal[start * 360:(start + 10) * 360], 360.0, cfg))
+            found = rhythm.detect_beats(z, cfg.fs, detector) / cfg.fs
+            found = found[(found >= 0.3) & (found < 9.7)]
+            ref = reference[(reference >= start + 0.3) & (reference < start + 9.7)] - start
+            near = np.abs(found[:, None] - ref[None, :]) <= 0.1
+            matched = min(near.any(axis=0).sum(), near.any(axis=1).sum())
+            hits, missed, extra = hits + matched, missed + ref.size - matched, extra + found.size - matched
+        se, ppv = hits / (hits + missed), hits / (hits + extra)
+        assert se >= least_se and ppv >= least_ppv, (detector, se, ppv)
+        if detector == 1:
+            assert se < detector_2[0] or ppv < detector_2[1]  # what detector 2 mends
+
+
 def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
     """Bigeminy-like: every other beat early and wide, as ventricular ectopic beats are."""
     beats, t, wide = [], 0.5, []
