@@ -188,10 +188,10 @@ def detect_beats(z, fs, detector=None):
     it): the slope over +-30 ms, peaks above a quarter of the 98th percentile of the energy.
     Against MIT-BIH's reference beats (all 48 records, MLII, 10-s windows, +-100 ms; sensitivity /
     positive predictivity) detector 1 -> 2: all beats 0.977 / 0.966 -> 0.991 / 0.995, windows in
-    normal sinus rhythm 0.985 / 0.957 -> 0.995 / 0.997, in atrial fibrillation 0.967 / 0.998 ->
-    0.980 / 0.998. On 1,500 CinC 2017 recordings the 10-s windows of normal recordings with an
+    normal sinus rhythm 0.985 / 0.957 -> 0.995 / 0.998, in atrial fibrillation 0.967 / 0.998 ->
+    0.982 / 0.999. On 1,500 CinC 2017 recordings the 10-s windows of normal recordings with an
     implausible RR spread (CV > 0.15, missed or extra beats) fall from 35 % to 13 %, those of AF
-    recordings stay at 69 %.
+    recordings stay at 70 % / 68 %. It costs about 40 us more per call (numpy, this machine).
     """
     detector = BEAT_DETECTOR if detector is None else detector
     z = np.asarray(z, dtype=np.float64)
