@@ -188,6 +188,24 @@ def scaling(pipeline_dir, bundle, data_dir, lengths, rhythm_head, results_dir):
 
 
 @bench.command()
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of PhysioNet databases (mitdb and nstdb) [default: $ECGEDGE_DATA].")
+@click.option("--records", default=None, help="Comma-separated mitdb records [default: all of them].")
+@click.option("--task", default="multidb-rhythm5", show_default=True,
+              help="Task preset whose model rate and low-pass the windows go through.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the offsets into the noise records.")
+@RESULTS_OPTION
+def beats(data_dir, records, task, seed, results_dir):
+    """Beat detection against MIT-BIH's reference beats, each detector, clean and in nstdb noise."""
+    from ecgedge.benchmarks import bench_beats
+
+    records = tuple(r for r in records.split(",") if r) if records else None
+    results = bench_beats.measure_beats(data_dir, records, task, seed=seed)
+    click.echo(bench_beats.summary(results))
+    _done(write_result(results_dir, "beats", results, bench_beats.plot))
+
+
+@bench.command()
 @click.option("--pipeline", "pipeline_dir", default=DEFAULT_PIPELINE, show_default=True)
 @click.option("--bundle", default=None, help="int8 bundle [default: PIPELINE/bundle].")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,

@@ -228,3 +228,28 @@ def test_robustness_defaults_to_the_records_the_deployable_model_held_out(tmp_pa
     result = CliRunner().invoke(cli, base + ["--records", "101,100,103"])
     assert seen[-1] == ("101", "100", "103")
     assert "warning: the deployable model was trained on mitdb 100, 103" in result.output
+
+
+def test_match_beats_pairs_within_the_tolerance():
+    from ecgedge.benchmarks.bench_beats import match_beats
+
+    assert match_beats([1.0, 2.05, 3.5], [1.02, 2.0, 3.0]) == (2, 1, 1)  # 3.0 missed, 3.5 extra
+    assert match_beats([], [1.0]) == (0, 1, 0) and match_beats([1.0], []) == (0, 0, 1)
+    assert match_beats([1.0, 1.05], [1.0]) == (1, 0, 1)  # two found beats for one reference beat: one is extra
+
+
+def test_beats_on_a_real_record_clean_and_in_recorded_noise(physionet_dir, tmp_path):
+    """Record 100 (sinus, MLII): both detectors find its beats; muscle artifact at 0 dB costs
+    detector 2 positive predictivity (its +-8 ms slope passes the noise)."""
+    if not (physionet_dir / "nstdb" / "ma.hea").is_file():
+        pytest.skip("nstdb noise records not found")
+    result = CliRunner().invoke(cli, ["bench", "beats", "--data", str(physionet_dir), "--records", "100",
+                                      "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    results = read_record(tmp_path, "beats")
+    assert results["records"] == ["100"] and results["leads"] == {"100": "MLII"} and results["n_windows"] == 180
+    clean = results["clean"]
+    assert set(clean) == {"1", "2"} and clean["2"]["n_reference"] > 2000
+    assert clean["2"]["se"] > 0.99 and clean["2"]["ppv"] > 0.99
+    assert set(results["noise"]) == {"bw", "ma"} and set(results["noise"]["ma"]) == {"12", "6", "0"}
+    assert results["noise"]["ma"]["0"]["2"]["ppv"] < clean["2"]["ppv"]
