@@ -13,7 +13,7 @@ are not scored (a beat cut by the window's edge).
 
 import numpy as np
 
-from ecgedge.benchmarks.bench_robustness import NOISES, add_noise
+from ecgedge.benchmarks.bench_robustness import NOISES, add_noise, save_snr_figure
 
 TOLERANCE_S = 0.1
 MARGIN_S = 0.3
@@ -146,11 +146,5 @@ def plot(path, results):
                 by_snr = results["noise"][name]
                 ax.plot([float(s) for s in by_snr], [by_snr[s][detector][key] for s in by_snr], marker=marker,
                         color=color, label=f"detector {detector}, nstdb {name}")
-    for ax, title in zip(axes, ("sensitivity", "positive predictivity")):
-        ax.set(xlabel="SNR (dB)", title=f"{title} (dashed: clean)")
-        ax.invert_xaxis()
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"beats found in {results['n_windows']} MIT-BIH windows", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_snr_figure(plt, fig, path, ("sensitivity (dashed: clean)", "positive predictivity (dashed: clean)"),
+                    f"beats found in {results['n_windows']} MIT-BIH windows", legend_size=7)

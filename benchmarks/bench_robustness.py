@@ -182,12 +182,20 @@ def plot(path, results):
         snrs = [float(s) for s in by_snr]
         for ax, key in zip(axes, ("accuracy", "not_a_rhythm")):
             ax.plot(snrs, [by_snr[s][key] for s in by_snr], marker="o", label=f"nstdb {name}")
-    for ax, key, title in zip(axes, ("accuracy", "not_a_rhythm"), ("accuracy", "not called a rhythm")):
+    for ax, key in zip(axes, ("accuracy", "not_a_rhythm")):
         ax.axhline(ns["clean"][key], color="grey", linestyle="--", label="clean")
-        ax.set(xlabel="SNR (dB)", title=title, ylim=(0, 1))
+        ax.set(ylim=(0, 1))
+    save_snr_figure(plt, fig, path, ("accuracy", "not called a rhythm"),
+                    f"{results['task']}: recorded noise added to {ns['n_windows']} MIT-BIH windows")
+
+
+def save_snr_figure(plt, fig, path, titles, suptitle, legend_size=8):
+    """Finish a figure of panels against SNR (noisiest on the right) and save it to ``path``."""
+    for ax, title in zip(fig.axes, titles):
+        ax.set(xlabel="SNR (dB)", title=title)
         ax.invert_xaxis()
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{results['task']}: recorded noise added to {ns['n_windows']} MIT-BIH windows", fontsize=10)
+    fig.axes[0].legend(fontsize=legend_size)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
