@@ -234,4 +234,6 @@ def quantize_run(run_dir, out_dir, quant="int8", n_representative=DEFAULT_REPRES
         check_per_channel(tflite_bytes)
     manifest = build_manifest(run.task, quant, tflite_bytes, run.metrics, representative)
     head = run.path / HEAD_FILE
-    return write_bundle(out_dir, tflite_bytes, manifest, head.read_bytes() if head.is_file() else None)
+    # The head reads the beats of the detector its training read; runs from before detector 2 name none.
+    return write_bundle(out_dir, tflite_bytes, manifest, head.read_bytes() if head.is_file() else None,
+                        beat_detector=run.config.get("beat_detector", 1))

@@ -210,14 +210,15 @@ def write_manifest(out_dir, manifest):
         signature.unlink()  # it signed another digest
 
 
-def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None):
+def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None, beat_detector=BEAT_DETECTOR):
     """Write ``model.tflite`` and ``model.json`` into ``out_dir`` and return the loaded Bundle.
 
     ``manifest`` holds every key of REQUIRED_KEYS except those filled here (FILLED_BY_WRITE:
     format, format_version, model_file, sha256, bytes, bundle_digest); extra keys (training
     metrics, versions, representative set) are kept as given. ``rhythm_head``, the bytes of a
     tree file (``ecgedge.train.rhythm_head``), is written as ``rhythm_head.npz`` and described in
-    the manifest's ``rhythm_head`` (file, sha256, bytes, feature names, how it is combined).
+    the manifest's ``rhythm_head`` (file, sha256, bytes, feature names, how it is combined, and
+    ``beat_detector``, the detector whose beats its features were computed from).
     The bundle is loaded back with :func:`load_bundle` (no signature asked: it has none yet).
     """
     out_dir = Path(out_dir)
@@ -232,7 +233,7 @@ def write_bundle(out_dir, tflite_bytes, manifest, rhythm_head=None):
         full["rhythm_head"] = {"file": RHYTHM_HEAD_FILE, "sha256": sha256_file(head_path),
                                "bytes": head_path.stat().st_size, "features": list(FEATURE_NAMES),
                                "combine": COMBINE_RULE, "cnn_weights": cnn_weights(full["classes"]).tolist(),
-                               "beat_detector": BEAT_DETECTOR}
+                               "beat_detector": int(beat_detector)}
     elif head_path.exists():
         head_path.unlink()  # a rhythm head of an earlier bundle in this folder
     full.update(

@@ -234,11 +234,12 @@ def data_stage(ctx):
 
 
 def train_key(ctx):
-    from ecgedge.device.rhythm import FEATURE_NAMES
+    from ecgedge.device import rhythm
 
     key = {"data": data_key(ctx), "train": ctx.cfg.train_key_settings(), "int8_folds": ctx.cfg.n_representative}
     if ctx.cfg.train.rhythm_head:  # the head is trained on the features this version computes
-        key["rhythm_features"] = list(FEATURE_NAMES)
+        key["rhythm_features"] = list(rhythm.FEATURE_NAMES)
+        key["beat_detector"] = rhythm.BEAT_DETECTOR
     return digest(key)
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
-from ecgedge.convert.quantize import calibration_indices, check_per_channel, check_quantizable
+from ecgedge.convert.quantize import calibration_indices, check_per_channel, check_quantizable, quantize_run
 from ecgedge.convert.tflite import keras_to_tflite
 from ecgedge.convert.tflite_model import op_code_name, parse_model, serialize_model, tensor_name
 from ecgedge.convert.verify import compare, verify_bundle
@@ -298,3 +298,20 @@ def test_short_tensor_names_keep_io_names_and_outputs(tiny_bundles):
     np.testing.assert_array_equal(*results)
     shipped = parse_model(tiny_bundles["int8"].model_path.read_bytes())
     assert short_tensor_names(serialize_model(shipped)) == serialize_model(shipped)  # already short
+
+
+@pytest.mark.parametrize("recorded, expected", [(None, 1), (2, 2)])
+def test_a_bundle_names_the_beat_detector_its_run_trained_the_head_on(tiny_run, rhythm_bundle, tmp_path, recorded,
+                                                                        expected):
+    """The detector comes from the run's config.json (a run from before detector 2 names none: 1),
+    not from the ecgedge that converts it."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run_dir)
+    shutil.copy(rhythm_bundle.rhythm_head_path, run_dir / "rhythm_head.npz")
+    config = json.loads((run_dir / "config.json").read_text())
+    config.pop("beat_detector", None)
+    if recorded is not None:
+        config["beat_detector"] = recorded
+    (run_dir / "config.json").write_text(json.dumps(config))
+    bundle = quantize_run(run_dir, tmp_path / "bundle", quant="float32")
+    assert bundle.beat_detector == expected and bundle.manifest["rhythm_head"]["beat_detector"] == expected

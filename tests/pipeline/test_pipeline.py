@@ -192,3 +192,19 @@ def test_accuracy_benchmark_reads_the_pipeline_output(quick_runs, tmp_path):
     assert row["cnn_int8"]["accuracy"] == metrics["cross_validation"]["cnn_int8"]["accuracy"]
     assert "| Salem et al. (2018) | paper |" in result.output
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == PNG
+
+
+def test_the_training_stage_is_redone_when_the_beat_detector_changes(tmp_path, monkeypatch):
+    """A finished run's rhythm head read the beats of the detector of its day: a new default
+    detector must retrain it, not reuse it under a bundle that names the new one."""
+    from types import SimpleNamespace
+
+    from ecgedge.device import rhythm
+    from ecgedge.pipeline.pipeline import train_key
+    from ecgedge.train.tasks import load_task
+
+    ctx = SimpleNamespace(task=load_task("multidb-rhythm5"), cfg=pipeline_config(), data_dir=tmp_path)
+    assert ctx.cfg.train.rhythm_head
+    before = train_key(ctx)
+    monkeypatch.setattr(rhythm, "BEAT_DETECTOR", 1)
+    assert train_key(ctx) != before
