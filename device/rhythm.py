@@ -193,7 +193,8 @@ def detect_beats(z, fs, detector=None):
     window's rhythm (MLII windows): normal sinus rhythm 0.985 / 0.957 -> 0.995 / 0.998, atrial
     fibrillation 0.967 / 0.998 -> 0.982 / 0.999. On 1,500 CinC 2017 recordings the 10-s windows
     of normal recordings with an implausible RR spread (CV > 0.15, missed or extra beats) fall
-    from 35 % to 13 %, those of AF recordings stay at 70 % / 68 %. It costs about 40 us more per call (numpy, this machine).
+    from 35 % to 13 %, those of AF recordings stay at 70 % / 68 %. It costs about 40 us more per
+    call (numpy, this machine).
     """
     detector = BEAT_DETECTOR if detector is None else detector
     z = np.asarray(z, dtype=np.float64)
