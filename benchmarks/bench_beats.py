@@ -4,7 +4,7 @@ Every interval, atrial and context feature of the rhythm head starts from the be
 finds (``ecgedge.device.rhythm.detect_beats``), so a change of detector is measured here first:
 sensitivity (reference beats found) and positive predictivity (found beats that are reference
 beats) of every detector in ``rhythm.BEAT_DETECTORS``, on the 10-s windows of MIT-BIH records
-(MLII where the record has it, else its first lead) as the device sees them (resampled to the
+(MLII where the record has it, else its first ECG lead) as the device sees them (resampled to the
 task's model rate, low-passed, standardised), clean and with the Noise Stress Test Database's
 ``bw`` and ``ma`` noise added at chosen SNRs (as ``ecgedge bench robustness`` adds it). A beat
 matches when one is found within ``TOLERANCE_S``; the first and last ``MARGIN_S`` of a window
@@ -38,16 +38,11 @@ def _scores(counts):
 
 def _record(db_dir, record):
     """(signal in mV, fs, reference beat times in s, lead name) of one MIT-BIH record."""
-    import wfdb
+    from ecgedge.device.wfdb_reader import read_signal
+    from ecgedge.train.data import read_beats
 
-    from ecgedge.device.labels import BEAT_SYMBOLS
-
-    header = wfdb.rdheader(str(db_dir / record))
-    lead = PREFERRED_LEAD if PREFERRED_LEAD in header.sig_name else header.sig_name[0]
-    signal = wfdb.rdrecord(str(db_dir / record), channel_names=[lead]).p_signal[:, 0]
-    ann = wfdb.rdann(str(db_dir / record), "atr")
-    beats = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in BEAT_SYMBOLS], dtype=np.float64)
-    return signal, float(header.fs), beats / header.fs, lead
+    signal, fs, lead = read_signal(db_dir / record, [PREFERRED_LEAD])
+    return signal, float(fs), read_beats(db_dir, record)[0] / fs, lead
 
 
 def measure_beats(data_dir=None, records=None, task="multidb-rhythm5", snrs_db=DEFAULT_SNRS_DB, seed=0,

@@ -203,6 +203,7 @@ class Classifier:
         # Seconds of signal before a window that the head reads (its context features), else 0.
         reads_context = self.trees is not None and bool(set(self.bundle.rhythm_features) & set(CONTEXT_NAMES))
         self.context_s = CONTEXT_S if reads_context else 0.0
+        self._beat_detector = self.bundle.beat_detector  # the beats the head was trained on
         self._cnn_weights = self.bundle.cnn_weights  # the CNN's weight per class in combine
         self.info = {**self.info, "rhythm_head": self.trees is not None}
         self.decision_rule = rule_from_manifest(manifest.get("decision"), self.classes, self.bundle.path / "model.json")
@@ -242,7 +243,7 @@ class Classifier:
         if self.trees is None:
             return image, None
         return image, window_rhythm_features(window, fs, self.cfg, z, history if self.context_s else None,
-                                             self.bundle.beat_detector)
+                                             self._beat_detector)
 
     def with_rhythm(self, probs, features):
         """The model's probabilities combined with the rhythm head's (``combine``); as given without a head."""

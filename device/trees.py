@@ -26,8 +26,8 @@ from ecgedge.device.errors import BundleError, EcgEdgeError
 ROWS_AT_ONCE = 64  # rows whose every split is decided in one step (64 x nodes booleans and ints)
 ARRAYS = ("feature", "threshold", "missing_left", "left", "right", "value", "is_leaf", "roots", "baseline")
 NODE_ARRAYS = ARRAYS[:7]
-# What a tree file may ask for. The demo's head (multidb-rhythm5) has 29,586 nodes in 1.3 MB of
-# arrays (313 KB compressed); these limits are 50-150 times that and keep a hostile file to tens of MB.
+# What a tree file may ask for. The demo's head (multidb-rhythm5) has about 30,000 nodes in 1.3 MB
+# of arrays (320 KB compressed); these limits are 50-150 times that and keep a hostile file to tens of MB.
 MAX_TREE_BYTES = 64 << 20  # all members together, uncompressed, as their zip entries declare
 MAX_MEMBERS = 64
 MAX_NODES = 1 << 22
