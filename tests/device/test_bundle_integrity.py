@@ -219,22 +219,22 @@ def test_a_head_reads_the_beats_of_the_detector_it_was_trained_on(rhythm_bundle,
     from ecgedge.device.rhythm import BEAT_DETECTOR, window_rhythm_features
     from ecgedge.device.runtime import Classifier
 
-    assert read(rhythm_bundle.path)["rhythm_head"]["beat_detector"] == BEAT_DETECTOR == 2
+    assert read(rhythm_bundle.path)["rhythm_head"]["beat_detector"] == BEAT_DETECTOR == 3
     path = copy(rhythm_bundle, tmp_path / "old")
     manifest = read(path)
     del manifest["rhythm_head"]["beat_detector"]
     write_manifest(path, manifest)
     old, new = Classifier(path), Classifier(rhythm_bundle.path)
-    assert (old.bundle.beat_detector, new.bundle.beat_detector) == (1, 2)
+    assert (old.bundle.beat_detector, new.bundle.beat_detector) == (1, 3)
     fs = 360.0
     t = np.arange(new.window_samples(fs)) / fs  # QRS spikes with tall T waves: the detectors differ
     window = sum(np.exp(-0.5 * ((t - b) / 0.012) ** 2) + 0.9 * np.exp(-0.5 * ((t - b - 0.3) / 0.06) ** 2)
                  for b in np.arange(0.1, t[-1], 0.7))
     old_features, new_features = old.preprocess(window, fs)[1], new.preprocess(window, fs)[1]
     np.testing.assert_array_equal(old_features, window_rhythm_features(window, fs, old.cfg, detector=1))
-    np.testing.assert_array_equal(new_features, window_rhythm_features(window, fs, new.cfg, detector=2))
+    np.testing.assert_array_equal(new_features, window_rhythm_features(window, fs, new.cfg, detector=3))
     assert not np.array_equal(old_features, new_features, equal_nan=True)
-    for value, message in ((3, "trained on the beats of detector 3, which this ecgedge does not have"),
+    for value, message in ((4, "trained on the beats of detector 4, which this ecgedge does not have"),
                            ("2", "rhythm_head.beat_detector must be an integer")):
         manifest["rhythm_head"]["beat_detector"] = value
         write_manifest(path, manifest)
