@@ -3,6 +3,7 @@
 Uses the tiny trained run of ``tests/conftest.py`` (synthetic 4-class windows, no PhysioNet).
 """
 
+import hashlib
 import json
 import shutil
 
@@ -11,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from ecgedge.cli import cli
-from ecgedge.convert.quantize import calibration_indices, check_per_channel, check_quantizable, quantize_run
+from ecgedge.convert.quantize import (calibration_indices, check_per_channel, check_quantizable, quantize_run,
+                                     records_digest)
 from ecgedge.convert.tflite import keras_to_tflite
 from ecgedge.convert.tflite_model import op_code_name, parse_model, serialize_model, tensor_name
 from ecgedge.convert.verify import compare, verify_bundle
@@ -106,7 +108,8 @@ def test_int8_bundle_manifest_has_every_key_and_the_model_io(tiny_bundles, tiny_
     assert set(m["versions"]) >= {"tensorflow", "keras", "ecgedge"} and m["versions"]["tensorflow"]
     rep = m["representative"]
     assert rep["seed"] == 0 and rep["n"] == 100 == len(rep["indices"])
-    assert rep["records"] == ["syn/train0", "syn/train1", "syn/train2"]
+    assert rep["n_records"] == 3 and rep["records_sha256"] == records_digest(["syn/train0", "syn/train1", "syn/train2"])
+    assert rep["records_sha256"] == hashlib.sha256(b"syn/train0\nsyn/train1\nsyn/train2").hexdigest()
     assert rep["class_counts"] == {c: 25 for c in task.class_names}
     y = tiny_run.windows["train"].y
     assert np.bincount(y[rep["indices"]]).tolist() == [25, 25, 25, 25]
