@@ -235,13 +235,11 @@ def data_stage(ctx):
 
 def train_key(ctx):
     from ecgedge.device import rhythm
-    from ecgedge.train.rhythm_head import HEAD_WEIGHTS
 
     key = {"data": data_key(ctx), "train": ctx.cfg.train_key_settings(), "int8_folds": ctx.cfg.n_representative}
     if ctx.cfg.train.rhythm_head:  # the head is trained on the features this version computes
         key["rhythm_features"] = list(rhythm.FEATURE_NAMES)
         key["beat_detector"] = rhythm.BEAT_DETECTOR
-        key["rhythm_head_weights"] = HEAD_WEIGHTS
     return digest(key)
 
 

@@ -14,12 +14,7 @@ from ecgedge.device.errors import EcgEdgeError
 from ecgedge.device.trees import ARRAYS
 
 
-HEAD_WEIGHTS = "records"
-"""How training weighs the rhythm head's windows: every record of a class alike
-(:func:`record_weights`; runs name it in ``config.json``, those without the key weighed windows)."""
-
-
-def fit_rhythm_head(features, y, seed=0, records=None):
+def fit_rhythm_head(features, y, seed=0):
     """Gradient boosting on rhythm features (NaN allowed), every class weighted equally.
 
     Parameters
@@ -27,36 +22,13 @@ def fit_rhythm_head(features, y, seed=0, records=None):
     features : ndarray of shape (n, len(ecgedge.device.rhythm.FEATURE_NAMES)), float.
     y : ndarray of shape (n,), int class indices.
     seed : int.
-    records : ndarray of shape (n,) or None, each window's record: given, every record of a class
-        weighs alike (:func:`record_weights`); None, every window.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     features = np.array(features, dtype=np.float64)
     # scikit-learn can not bin a feature that is missing everywhere; constant, it is never split on.
     features[:, np.isnan(features).all(axis=0)] = 0.0
-    if records is None:
-        return HistGradientBoostingClassifier(class_weight="balanced", random_state=seed).fit(features, y)
-    return HistGradientBoostingClassifier(random_state=seed).fit(features, y, sample_weight=record_weights(y, records))
-
-
-def record_weights(y, records):
-    """Sample weights under which every class weighs alike and, within a class, every record.
-
-    A window weighs in proportion to 1 / (windows of its record in its class) / (records of its
-    class), scaled to a mean of 1 as scikit-learn's balanced class weights are. MIT-BIH gives a
-    class a few records of hundreds of windows each, CinC 2017 thousands of recordings of three to
-    five: counted by windows, MIT-BIH's eight AF patients taught AF 40 % as much as CinC's 738 AF
-    recordings (1,581 windows against 3,937), and the trees learnt those eight people.
-    """
-    y, records = np.asarray(y), np.asarray(records)
-    weights = np.zeros(y.size)
-    classes = np.unique(y)
-    for c in classes:
-        rows = np.flatnonzero(y == c)
-        names, index, counts = np.unique(records[rows], return_inverse=True, return_counts=True)
-        weights[rows] = y.size / classes.size / counts[index] / names.size
-    return weights
+    return HistGradientBoostingClassifier(class_weight="balanced", random_state=seed).fit(features, y)
 
 
 def class_probabilities(head, features, n_classes):
@@ -162,7 +134,7 @@ def rhythm_folds(run_dir, data, features, folds, seed, progress=False):
     results = []
     for fold in folds:
         fit_on = np.concatenate([fold.train, fold.val])
-        head = fit_rhythm_head(features[fit_on], y[fit_on], seed, np.asarray(data.record)[fit_on])
+        head = fit_rhythm_head(features[fit_on], y[fit_on], seed)
         proba = class_probabilities(head, features[fold.test], len(data.class_names))
         results.append({"fold": fold.index, "test": fold.test.tolist(), "y_true": y[fold.test].tolist(),
                         "y_pred": proba.argmax(axis=1).tolist(), "proba": _proba_rows(proba)})
@@ -178,7 +150,7 @@ def deployable_rhythm_head(run_dir, data, features, train, test, seed):
     dict with the head's test ``y_pred`` and ``proba`` (lists).
     """
     features = np.asarray(features)
-    head = fit_rhythm_head(features[train], np.asarray(data.y)[train], seed, np.asarray(data.record)[train])
+    head = fit_rhythm_head(features[train], np.asarray(data.y)[train], seed)
     save_trees(run_dir / HEAD_FILE, export_trees(head, len(data.class_names)))
     proba = class_probabilities(head, features[test], len(data.class_names))
     return {"y_pred": proba.argmax(axis=1).tolist(), "proba": _proba_rows(proba)}

@@ -477,7 +477,6 @@ def protocol_positions(cfg, y):
 def run_config(task, cfg, scaling, windows, data_dir):
     """The JSON-ready config.json of a run."""
     from ecgedge.device.rhythm import BEAT_DETECTOR
-    from ecgedge.train.rhythm_head import HEAD_WEIGHTS
     from ecgedge.train.runs import versions
 
     return {
@@ -494,9 +493,8 @@ def run_config(task, cfg, scaling, windows, data_dir):
         "input_scaling": scaling,
         "train": cfg.to_dict(),
         "n_windows": len(windows.y),
-        # the beats the rhythm head's features were computed from (a run without it read detector 1)
-        # and how its windows were weighed
-        **({"beat_detector": BEAT_DETECTOR, "rhythm_head_weights": HEAD_WEIGHTS} if cfg.rhythm_head else {}),
+        # the beats the rhythm head's features were computed from; a run without it read detector 1
+        **({"beat_detector": BEAT_DETECTOR} if cfg.rhythm_head else {}),
         "data_dir": None if data_dir is None else str(data_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),

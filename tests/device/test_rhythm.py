@@ -399,32 +399,6 @@ def test_a_feature_missing_in_every_training_window_is_ignored():
     assert (head.predict(x) == y).mean() > 0.9
 
 
-def test_record_weights_weigh_each_class_and_each_record_of_a_class_alike():
-    from ecgedge.train.rhythm_head import fit_rhythm_head, record_weights
-
-    y = np.array([0] * 100 + [0] * 2 + [1] * 3 + [1] * 5)
-    records = np.array(["mitdb/203"] * 100 + ["cinc/A1"] * 2 + ["cinc/A2"] * 3 + ["mitdb/201"] * 5)
-    w = record_weights(y, records)
-    assert w.mean() == pytest.approx(1.0)  # as balanced class weights
-    assert w[:100].sum() == pytest.approx(27.5) and w[100:102].sum() == pytest.approx(27.5)
-    assert w[102:105].sum() == pytest.approx(27.5) and w[105:].sum() == pytest.approx(27.5)
-    assert np.all(w[:100] == w[0]) and w[100] == pytest.approx(13.75)
-    # a record in two classes counts once in each
-    w = record_weights(np.array([0, 0, 1, 2]), np.array(["a", "a", "a", "b"]))
-    np.testing.assert_allclose(w, np.array([0.5, 0.5, 1.0, 1.0]) * 4 / 3)
-    # the head is fitted with those weights (without records: classes balanced, windows alike)
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], [600, 200, 200])
-    records = np.array(["long"] * 500 + [f"a{i // 5}" for i in range(100)] + [f"b{i // 5}" for i in range(400)])
-    x = np.stack([y + rng.normal(0, 0.8, y.size), np.where(records == "long", 1.0, 0.0) + rng.normal(0, 0.1, y.size)], 1)
-    head = fit_rhythm_head(x, y, seed=0, records=records)
-    same = HistGradientBoostingClassifier(random_state=0).fit(x, y, sample_weight=record_weights(y, records))
-    np.testing.assert_array_equal(head.predict_proba(x), same.predict_proba(x))
-    assert not np.array_equal(head.predict_proba(x), fit_rhythm_head(x, y, seed=0).predict_proba(x))
-
-
 # ---------------------------------------------------------------------------------------------
 # In the bundle and on the device
 
