@@ -56,48 +56,28 @@ def test_a_tall_t_wave_and_an_artifact_second_do_not_move_the_beats():
         assert np.abs(found[-len(beats) + 1:] - beats[1:]).max() < 0.05
 
 
-def _detector_se_ppv(physionet_dir, record, detectors, noise_snr_db=None):
-    """Sensitivity / positive predictivity (+-100 ms) of each detector on the 10-s windows of the
-    first 5 min of a MIT-BIH record (MLII), optionally with the Noise Stress Test's muscle artifact
-    added at ``noise_snr_db``."""
-    import wfdb
+def _detector_se_ppv(physionet_dir, record):
+    """{condition: {detector: (Se, PPV)}} of every detector on a whole MIT-BIH record's 10-s
+    windows (+-100 ms, ``ecgedge bench beats``), clean and with the Noise Stress Test's muscle
+    artifact at 0 dB SNR."""
+    from ecgedge.benchmarks.bench_beats import measure_beats
 
-    from ecgedge.benchmarks.bench_beats import match_beats
-    from ecgedge.device.dsp import standardize, to_model_rate
-    from ecgedge.train.tasks import load_task
-
-    cfg = load_task("multidb-rhythm5").spectrogram
-    path = physionet_dir / "mitdb" / record
-    signal = wfdb.rdrecord(str(path), sampto=108_000, channel_names=["MLII"]).p_signal[:, 0]
-    if noise_snr_db is not None:
-        if not (physionet_dir / "nstdb" / "ma.hea").is_file():
-            pytest.skip("nstdb noise records not found")
-        noise = wfdb.rdrecord(str(physionet_dir / "nstdb" / "ma")).p_signal[:signal.size, 0]
-        signal = signal + noise * np.sqrt(np.var(signal) / np.var(noise) / 10 ** (noise_snr_db / 10))
-    ann = wfdb.rdann(str(path), "atr", sampto=108_000)
-    reference = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in "NLRBAaJSVrFejnE/fQ?"]) / 360.0
-    out = {}
-    for detector in detectors:
-        hits = missed = extra = 0
-        for start in range(0, 300, 10):
-            z = standardize(to_model_rate(signal[start * 360:(start + 10) * 360], 360.0, cfg))
-            found = rhythm.detect_beats(z, cfg.fs, detector) / cfg.fs
-            found = found[(found >= 0.3) & (found < 9.7)]
-            ref = reference[(reference >= start + 0.3) & (reference < start + 9.7)] - start
-            hits, missed, extra = np.add((hits, missed, extra), match_beats(found, ref))
-        out[detector] = (hits / (hits + missed), hits / (hits + extra))
-    return out
+    if not (physionet_dir / "nstdb" / "ma.hea").is_file():
+        pytest.skip("nstdb noise records not found")
+    result = measure_beats(physionet_dir, [record], snrs_db=(0,), progress=False)
+    return {condition: {int(d): (v["se"], v["ppv"]) for d, v in scores.items()}
+            for condition, scores in (("clean", result["clean"]), ("muscle", result["noise"]["ma"]["0"]))}
 
 
 @pytest.mark.parametrize("record, detector_1, detector_2, detector_3", [
     ("113", (0.99, 0.50), (0.99, 0.99), (0.99, 0.99)),  # tall T waves: detector 1 counts them
-    ("117", (0.99, 0.55), (0.99, 0.99), (0.99, 0.99)),
+    ("117", (0.99, 0.50), (0.99, 0.99), (0.99, 0.99)),
     ("203", (0.80, 0.99), (0.95, 0.99), (0.92, 0.99)),  # atrial fibrillation with beats of changing size
-    ("228", (0.50, 0.95), (0.94, 0.96), (0.93, 0.98)),
+    ("228", (0.60, 0.95), (0.92, 0.98), (0.92, 0.99)),
 ])
 def test_detectors_against_the_reference_beats_of_real_records(physionet_dir, record, detector_1, detector_2,
                                                                detector_3):
-    found = _detector_se_ppv(physionet_dir, record, (1, 2, 3))
+    found = _detector_se_ppv(physionet_dir, record)["clean"]
     for detector, (least_se, least_ppv) in zip((1, 2, 3), (detector_1, detector_2, detector_3)):
         se, ppv = found[detector]
         assert se >= least_se and ppv >= least_ppv, (detector, se, ppv)
@@ -108,10 +88,10 @@ def test_detectors_against_the_reference_beats_of_real_records(physionet_dir, re
 @pytest.mark.parametrize("record", ["113", "119", "208"])
 def test_detector_3_keeps_its_beats_in_muscle_noise(physionet_dir, record):
     """Muscle artifact at 0 dB SNR: detector 2's +-8 ms slope passes its 20-40 Hz and counts extra
-    beats; detector 3's +-16 ms slope does not (measured: PPV 0.86 / 0.86 / 0.96 -> 0.98 / 0.97 / 0.99)."""
-    found = _detector_se_ppv(physionet_dir, record, (2, 3), noise_snr_db=0)
+    beats; detector 3's +-16 ms slope does not (measured: PPV 0.91 / 0.87 / 0.92 -> 0.98 / 0.96 / 0.98)."""
+    found = _detector_se_ppv(physionet_dir, record)["muscle"]
     (se_2, ppv_2), (se_3, ppv_3) = found[2], found[3]
-    assert se_3 >= 0.97 and ppv_3 >= 0.96, found
+    assert se_3 >= 0.97 and ppv_3 >= 0.95, found
     assert ppv_3 > ppv_2 + 0.02, found
 
 
