@@ -456,7 +456,9 @@ def test_sigterm_during_eval_leaves_the_predictions_file_as_it_was(tiny_bundle, 
 
     db = tmp_path / "db"
     digital = np.round(ecg(180 * FS) * 1000).astype("<i2")
-    names = [f"r{i:02d}" for i in range(30)]
+    # Enough records that the first rows reach the file (after the write buffer fills) long
+    # before the end: with 30 the eval could finish between that moment and the signal.
+    names = [f"r{i:03d}" for i in range(200)]
     for name in names:
         write_record(db, name, digital=digital)
         (db / f"{name}.atr").write_bytes(annotation_words([(0, RHYTHM, "(N")]))
