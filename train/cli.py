@@ -163,6 +163,8 @@ def _backbone_names():
               help="Cross-validation folds [paper 10, records 5].")
 @click.option("--max-per-class", type=int, default=TrainConfig.max_per_class, show_default=True,
               help="Training windows per class per epoch.")
+@click.option("--max-val-per-class", type=int, default=TrainConfig.max_val_per_class, show_default=True,
+              help="Validation windows per class that early stopping scores after each epoch.")
 @click.option("--records", default=None, help="Comma-separated records to use, e.g. 201,202,203 (default all).")
 @click.option("--paper-windows", type=int, default=TrainConfig.paper_n_windows, show_default=True,
               help="Size of the paper protocol's class-balanced subset.")
@@ -192,7 +194,7 @@ def _backbone_names():
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's and Keras' output instead of appending it to RUN_DIR/train.log.")
 def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weights, data_dir, cache_dir,
-          n_folds, max_per_class, records, paper_windows, baselines, no_augment, batch_size, learning_rate,
+          n_folds, max_per_class, max_val_per_class, records, paper_windows, baselines, no_augment, batch_size, learning_rate,
           fine_tune_learning_rate, head_epochs, patience, quant_noise, rhythm_head, int8_grid, force, verbose):
     """Cross-validate a MobileNet spectrogram classifier (and the baselines) and train the deployable model.
 
@@ -207,7 +209,8 @@ def train(task_name, backbone, protocol, out_dir, epochs, fine_tune, seed, weigh
 
     config = TrainConfig(
         backbone=backbone, protocol=protocol, epochs=epochs, fine_tune=fine_tune, seed=seed, weights=weights,
-        n_folds=n_folds, max_per_class=max_per_class, records=tuple(r for r in (records or "").split(",") if r),
+        n_folds=n_folds, max_per_class=max_per_class, max_val_per_class=max_val_per_class,
+        records=tuple(r for r in (records or "").split(",") if r),
         baselines=baselines, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, head_epochs=head_epochs, patience=patience,
         paper_n_windows=paper_windows, quant_noise=quant_noise, rhythm_head=rhythm_head, int8_grid=int8_grid,

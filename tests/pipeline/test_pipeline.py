@@ -37,6 +37,8 @@ def test_train_stage_key_settings_are_those_of_before_the_nesting():
 
     before = {"backbone": "mobilenet_v1_0.25_128", "protocol": "records", "epochs": 12, "fine_tune": "all", "seed": 0,
               "weights": "imagenet", "n_folds": None, "max_per_class": 600, "records": [], "baselines": True,
+              # joined when early stopping began to score a capped draw of the validation windows
+              "max_val_per_class": 1000,
               "patience": 3, "fine_tune_learning_rate": 5e-4, "int8_grid": True, "rhythm_head": True,
               "augment": AugmentConfig().to_dict()}
     assert pipeline_config().train_key_settings() == before

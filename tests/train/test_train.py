@@ -173,8 +173,8 @@ def test_cli_paper_protocol_on_real_records_with_both_baselines_on_the_cnn_folds
     )
     out = tmp_path / "run"
     args = ["train", "--task", str(task), "--protocol", "paper", "--paper-windows", "200", "--out", str(out), "--epochs", "1",
-            "--fine-tune", "0", "--folds", "2", "--max-per-class", "20", "--weights", "none", "--seed", "1",
-            "--data", str(DATA), "--cache", str(tmp_path / "cache"), "--records", ",".join(RECORDS)]
+            "--fine-tune", "0", "--folds", "2", "--max-per-class", "20", "--max-val-per-class", "1", "--weights", "none",
+            "--seed", "1", "--data", str(DATA), "--cache", str(tmp_path / "cache"), "--records", ",".join(RECORDS)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "svm_imagenet" in result.output and "rr_gbm" in result.output and "deployable (test)" in result.output
@@ -190,6 +190,10 @@ def test_cli_paper_protocol_on_real_records_with_both_baselines_on_the_cnn_folds
         for fold in baseline:
             cnn = json.loads((out / "folds" / f"cnn-{fold['fold']}.json").read_text())
             assert fold["test"] == cnn["test"] and fold["y_true"] == cnn["y_true"]
+    # Early stopping scored one validation window of each class (each fold validates on more).
+    for name in ("cnn-0", "cnn-1"):
+        fold = json.loads((out / "folds" / f"{name}.json").read_text())
+        assert fold["history"]["val_windows_scored"] == [1, 1, 1, 1] and fold["n_val"] >= 8
     # RR peer on reference beats separates these rhythms well even on two folds.
     assert metrics["cv"]["rr_gbm"]["accuracy"] > 0.6
     assert (out / "model.keras").is_file() and (out / "confusion_matrix.png").stat().st_size > 10_000
@@ -216,7 +220,8 @@ def test_cli_defaults_are_the_train_configs():
     ctx = train.make_context("train", ["--out", "run"])
     config, params = TrainConfig(), ctx.params
     option_of = {"paper_n_windows": "paper_windows"}
-    for name in ("backbone", "protocol", "epochs", "seed", "weights", "n_folds", "max_per_class", "paper_n_windows",
+    for name in ("backbone", "protocol", "epochs", "seed", "weights", "n_folds", "max_per_class", "max_val_per_class",
+                 "paper_n_windows",
                  "baselines", "batch_size", "learning_rate", "fine_tune_learning_rate", "head_epochs", "patience",
                  "quant_noise", "rhythm_head", "int8_grid"):
         assert params[option_of.get(name, name)] == getattr(config, name), name
