@@ -295,6 +295,68 @@ def cut_windows(signal, intervals, length, hop, keep, pad_short=False):
 
 
 # ---------------------------------------------------------------------------------------------
+# Work in forked processes
+
+
+PARALLEL_MIN_ROWS = 2000
+"""Row sets at least this large are computed by one forked worker per CPU (:func:`_forked_map`);
+smaller ones in this process, where forking costs more than it saves."""
+CHUNK_ROWS = 500
+PARALLEL_MIN_RECORDS = 200  # records to compute before windows are cut by forked workers
+
+_WORK = None  # the function the forked workers of _forked_map run; they inherit it
+
+
+def cpu_workers():
+    """Worker processes for row computations: the CPUs this process may use, 1 without ``fork``."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _work(arg):
+    return _WORK(arg)
+
+
+def _forked_map(fn, args, workers, chunksize=1):
+    """``fn(a)`` for each of ``args``, in order; by ``workers`` forked processes when more than one.
+
+    For numpy work only: a fork inherits ``fn`` and the arrays it reads without pickling them
+    (only ``args`` and the results travel), and the results are those of this process.
+    """
+    global _WORK
+    if workers <= 1:
+        yield from map(fn, args)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _WORK = fn
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            yield from pool.map(_work, args, chunksize=chunksize)
+    finally:
+        _WORK = None
+
+
+def _computed_items(item_of, n, workers, desc, unit, progress):
+    """``[item_of(i) for i in range(n)]`` with a progress bar, by ``workers`` forked processes."""
+    from tqdm import tqdm
+
+    items = []
+    with tqdm(total=n, desc=desc, unit=unit, disable=not progress) as bar:
+        for item in _forked_map(item_of, range(n), workers, chunksize=16):
+            items.append(item)
+            bar.update(1)
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
 # Windows of a task
 
 
@@ -428,9 +490,8 @@ def _compute_record_windows(task, db, db_dir, record):
     return {"x": x, "fs": np.float64(fs), "start_s": starts / rec.fs, "label": label}
 
 
-def _record_windows(task, db, db_dir, record, cache_dir, digests):
-    """Windows of one record, from the cache when its key matches, else computed and cached."""
-    path = Path(cache_dir) / "windows" / f"{_record_key(task, db, db_dir, record, digests)}.npz"
+def _record_windows(task, db, db_dir, record, path):
+    """Windows of one record, from the cache file ``path`` when it exists, else computed and cached."""
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -491,15 +552,17 @@ def load_windows(task, data_dir=None, records=None, progress=True, cache_dir=Non
     chosen = task_records(task, data_dir, records)
     cache_dir = cache_root(cache_dir)
     digests = FileDigests(cache_dir)
-    parts = []
     try:
-        for db, db_dir, rec in tqdm(chosen, desc=f"windows {task.name}", unit="record",
-                                    disable=not progress):
-            arrays = _record_windows(task, db, db_dir, rec, cache_dir, digests)
-            parts.append((db, rec, arrays))
+        paths = [cache_dir / "windows" / f"{_record_key(task, db, db_dir, rec, digests)}.npz"
+                 for db, db_dir, rec in chosen]
     finally:
         digests.save()
-    return _assemble(task, parts)
+    # Records not cached yet are computed by forked workers when there are many of them.
+    missing = sum(not p.is_file() for p in paths)
+    workers = cpu_workers() if missing >= PARALLEL_MIN_RECORDS else 1
+    arrays = _computed_items(lambda i: _record_windows(task, *chosen[i][:3], paths[i]), len(chosen), workers,
+                             desc=f"windows {task.name}", unit="record", progress=progress)
+    return _assemble(task, [(db, rec, a) for (db, _, rec), a in zip(chosen, arrays)])
 
 
 def _assemble(task, parts):
@@ -556,17 +619,34 @@ def _check_window_length(windows, cfg):
         )
 
 
-def _cached_rows(path, n, row_shape, dtype, row_of, desc, progress):
-    """``row_of(i)`` for i < n as one ``.npy`` memory map at ``path``, computed once (atomically)."""
+def _cached_rows(path, n, row_shape, dtype, row_of, desc, progress, chunks=None, workers=None):
+    """``row_of(i)`` for i < n as one ``.npy`` memory map at ``path``, computed once (atomically).
+
+    ``chunks``: lists of row indices covering 0..n-1 that are best computed together (default:
+    runs of ``CHUNK_ROWS``); ``workers``: processes (default :func:`cpu_workers` from
+    ``PARALLEL_MIN_ROWS`` rows on, else 1).
+    """
     from tqdm import tqdm
 
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
+        if chunks is None:
+            chunks = [np.arange(a, min(a + CHUNK_ROWS, n)) for a in range(0, n, CHUNK_ROWS)]
+        if workers is None:
+            workers = cpu_workers() if n >= PARALLEL_MIN_ROWS else 1
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *row_shape))
-        for i in tqdm(range(n), desc=desc, unit="window", disable=not progress):
-            out[i] = row_of(i)
-        out.flush()
+        try:
+            with tqdm(total=n, desc=desc, unit="window", disable=not progress) as bar:
+                stacked = lambda rows: (rows, np.stack([row_of(i) for i in rows]))  # noqa: E731
+                for rows, values in _forked_map(stacked, list(chunks), workers):
+                    out[rows] = values
+                    bar.update(len(rows))
+            out.flush()
+        except BaseException:
+            del out
+            tmp.unlink(missing_ok=True)
+            raise
         del out
         os.replace(tmp, path)
     return np.load(path, mmap_mode="r")
@@ -593,11 +673,12 @@ def window_images(windows, cfg, progress=True, cache_dir=None):
                         lambda i: window_image(windows.x[i], windows.fs, cfg), "images", progress)
 
 
-def rhythm_features_of(windows, cfg, progress=True, cache_dir=None, detector=None):
+def rhythm_features_of(windows, cfg, progress=True, cache_dir=None, detector=None, workers=None):
     """Rhythm features (:func:`ecgedge.device.rhythm.window_rhythm_features`) of every window.
 
     Same parameters as :func:`window_images`; ``detector``: the beat detector (None: the one of
-    new heads, ``BEAT_DETECTOR``; a bundle's ``beat_detector`` to read what its head reads).
+    new heads, ``BEAT_DETECTOR``; a bundle's ``beat_detector`` to read what its head reads);
+    ``workers``: processes (default: one per CPU for large sets), each given whole records.
 
     Returns
     -------
@@ -610,7 +691,7 @@ def rhythm_features_of(windows, cfg, progress=True, cache_dir=None, detector=Non
     return _cached_rows(path, len(windows), (len(FEATURE_NAMES),), np.float64,
                         lambda i: window_rhythm_features(windows.x[i], windows.fs, cfg, history=histories(i),
                                                          detector=detector),
-                        "rhythm features", progress)
+                        "rhythm features", progress, chunks=histories.chunks(CHUNK_ROWS), workers=workers)
 
 
 class _RecordHistories:
@@ -623,6 +704,16 @@ class _RecordHistories:
         cuts = np.flatnonzero(windows.record[order][1:] != windows.record[order][:-1]) + 1
         self.rows = {str(windows.record[rows[0]]): rows for rows in np.split(order, cuts) if rows.size}
         self.record, self.held = None, {}
+
+    def chunks(self, size):
+        """Row indices of whole records, in record order, about ``size`` rows per chunk."""
+        chunks, current = [], []
+        for rows in self.rows.values():
+            current.append(rows)
+            if sum(len(r) for r in current) >= size:
+                chunks.append(np.concatenate(current))
+                current = []
+        return chunks + ([np.concatenate(current)] if current else [])
 
     def __call__(self, i):
         record = str(self.windows.record[i])

@@ -142,6 +142,40 @@ def test_rhythm_features_give_each_window_the_history_a_stream_has(af_windows, m
     assert not np.allclose(features[7, context], window_rhythm_features(few.x[7], fs, MITDB_TASK.spectrogram)[context])
 
 
+def test_rows_computed_by_forked_workers_equal_those_of_one_process(af_windows, physionet_dir, tmp_path,
+                                                                    monkeypatch):
+    """Windows, images and rhythm features come out the same from two forked workers as from this
+    process (three real records; the rhythm features' chunks hold whole records, so each window
+    still gets its history)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    windows, _ = af_windows
+    monkeypatch.setattr(data, "PARALLEL_MIN_RECORDS", 2)
+    monkeypatch.setattr(data, "cpu_workers", lambda: 2)
+    forked = load_windows(MITDB_TASK, physionet_dir, ["201", "202", "203"], progress=False, cache_dir=tmp_path / "w")
+    for name in ("x", "y", "record", "patient", "start_s", "label"):
+        np.testing.assert_array_equal(getattr(forked, name), getattr(windows, name))
+    assert len(list((tmp_path / "w" / "windows").glob("*.npz"))) == 3
+    few = windows.subset(np.arange(0, len(windows), 7))
+    cfg = MITDB_TASK.spectrogram
+    one = rhythm_features_of(few, cfg, progress=False, cache_dir=tmp_path / "one", workers=1)
+    two = rhythm_features_of(few, cfg, progress=False, cache_dir=tmp_path / "two", workers=2)
+    np.testing.assert_array_equal(one, two)
+    assert np.isfinite(one).any(axis=1).all()
+    chunks = [np.arange(a, min(a + 50, len(few))) for a in range(0, len(few), 50)]
+    images = data._cached_rows(tmp_path / "images.npy", len(few), cfg.image_shape, np.float32,
+                               lambda i: window_image(few.x[i], few.fs, cfg), "images", False, chunks, workers=2)
+    for i in (0, len(few) // 2, len(few) - 1):
+        np.testing.assert_array_equal(images[i], window_image(few.x[i], few.fs, cfg))
+    # A failing row stops the computation with its error and leaves no cache file behind.
+    with pytest.raises(ZeroDivisionError):
+        data._cached_rows(tmp_path / "bad.npy", len(few), (1,), np.float64, lambda i: np.array([1 // (int(i) - 60)]),
+                          "bad", False, chunks, workers=2)
+    assert not list(tmp_path.glob("*bad*"))
+
+
 def _must_not_run(*args, **kwargs):
     raise AssertionError("the cache should have answered")
 
