@@ -302,7 +302,7 @@ PARALLEL_MIN_ROWS = 2000
 """Row sets at least this large are computed by one forked worker per CPU (:func:`_forked_map`);
 smaller ones in this process, where forking costs more than it saves."""
 CHUNK_ROWS = 500
-PARALLEL_MIN_RECORDS = 200  # records to compute before windows are cut by forked workers
+PARALLEL_MIN_RECORDS = 200  # records from which load_windows reads them with forked workers
 
 _WORK = None  # the function the forked workers of _forked_map run; they inherit it
 
@@ -408,6 +408,7 @@ class FileDigests:
         except (OSError, ValueError):
             self.memo = {}
         self.changed = False
+        self.added = {}  # entries computed since it was last emptied (what a forked worker reports)
 
     def __call__(self, path):
         path = Path(path).resolve()
@@ -420,9 +421,15 @@ class FileDigests:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        self.memo[str(path)] = stamp + [digest.hexdigest()]
+        self.memo[str(path)] = self.added[str(path)] = stamp + [digest.hexdigest()]
         self.changed = True
         return digest.hexdigest()
+
+    def remember(self, entries):
+        """Take over entries computed elsewhere (by a forked worker's copy)."""
+        if entries:
+            self.memo.update(entries)
+            self.changed = True
 
     def save(self):
         if self.changed:
@@ -462,10 +469,10 @@ def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _record_key(task, db, db_dir, record, digests):
+def _record_key(settings, db, db_dir, record, digests):
+    """The cache key of one record's windows; ``settings``: :func:`_window_settings` of the task."""
     files = {p.name: digests(p) for p in record_files(db, db_dir, record)}
-    return _digest({"v": CACHE_VERSION, "task": _window_settings(task), "db": db.name,
-                    "record": record, "files": files})
+    return _digest({"v": CACHE_VERSION, "task": settings, "db": db.name, "record": record, "files": files})
 
 
 def _compute_record_windows(task, db, db_dir, record):
@@ -547,22 +554,30 @@ def load_windows(task, data_dir=None, records=None, progress=True, cache_dir=Non
     -------
     Windows (see its attributes), windows in record order then time order.
     """
-    from tqdm import tqdm
-
     chosen = task_records(task, data_dir, records)
     cache_dir = cache_root(cache_dir)
     digests = FileDigests(cache_dir)
+    settings = _window_settings(task)
+
+    def record_windows(i):
+        """(windows of record i, the file digests this call computed): keyed by the content of the
+        record's files, read from the cache or computed; a worker sends its new digests home."""
+        db, db_dir, rec = chosen[i]
+        digests.added = {}
+        key = _record_key(settings, db, db_dir, rec, digests)
+        return _record_windows(task, db, db_dir, rec, cache_dir / "windows" / f"{key}.npz"), digests.added
+
+    # Many records are read (headers parsed, files hashed) and cut by forked workers.
+    workers = cpu_workers() if len(chosen) >= PARALLEL_MIN_RECORDS else 1
     try:
-        paths = [cache_dir / "windows" / f"{_record_key(task, db, db_dir, rec, digests)}.npz"
-                 for db, db_dir, rec in chosen]
+        parts = []
+        for (db, _, rec), (arrays, added) in zip(chosen, _computed_items(
+                record_windows, len(chosen), workers, desc=f"windows {task.name}", unit="record", progress=progress)):
+            digests.remember(added)
+            parts.append((db, rec, arrays))
     finally:
         digests.save()
-    # Records not cached yet are computed by forked workers when there are many of them.
-    missing = sum(not p.is_file() for p in paths)
-    workers = cpu_workers() if missing >= PARALLEL_MIN_RECORDS else 1
-    arrays = _computed_items(lambda i: _record_windows(task, *chosen[i][:3], paths[i]), len(chosen), workers,
-                             desc=f"windows {task.name}", unit="record", progress=progress)
-    return _assemble(task, [(db, rec, a) for (db, _, rec), a in zip(chosen, arrays)])
+    return _assemble(task, parts)
 
 
 def _assemble(task, parts):

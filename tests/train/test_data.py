@@ -1,5 +1,8 @@
 """WFDB data layer (ecgedge.train.data): real MIT-BIH records, synthetic records, cache, errors."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import wfdb
@@ -158,6 +161,9 @@ def test_rows_computed_by_forked_workers_equal_those_of_one_process(af_windows, 
     for name in ("x", "y", "record", "patient", "start_s", "label"):
         np.testing.assert_array_equal(getattr(forked, name), getattr(windows, name))
     assert len(list((tmp_path / "w" / "windows").glob("*.npz"))) == 3
+    # The file digests the workers computed reached the memo of the parent.
+    memo = json.loads((tmp_path / "w" / "file-sha256.json").read_text())
+    assert {Path(p).name for p in memo} == {f"{r}.{ext}" for r in ("201", "202", "203") for ext in ("hea", "dat", "atr")}
     few = windows.subset(np.arange(0, len(windows), 7))
     cfg = MITDB_TASK.spectrogram
     one = rhythm_features_of(few, cfg, progress=False, cache_dir=tmp_path / "one", workers=1)
