@@ -810,23 +810,23 @@ def summarize(windows, task, per_record=False):
     dict ``{"task", "window_s", "classes": {NAME: {"windows": int, "minutes": float,
     "records": int}}}``, plus ``"per_record": {record: {NAME: windows}}`` when asked.
     """
-    classes = {}
-    for i, name in enumerate(task.class_names):
-        mine = windows.y == i
-        seconds = sum(
-            covered_seconds(windows.start_s[mine & (windows.record == r)], task.window_s)
-            for r in np.unique(windows.record[mine])
-        )
-        classes[name] = {
-            "windows": int(mine.sum()),
-            "minutes": round(seconds / 60.0, 2),
-            "records": int(np.unique(windows.record[mine]).size),
-        }
+    names = list(task.class_names)
+    records, row_record = np.unique(windows.record, return_inverse=True)
+    y = np.asarray(windows.y)
+    counts = np.zeros((len(records), len(names)), dtype=np.int64)
+    np.add.at(counts, (row_record, y), 1)
+    # the windows of each (record, class), records in name order: each class's minutes add up
+    # record by record
+    order = np.lexsort((y, row_record))
+    group = row_record[order] * len(names) + y[order]
+    seconds = [0.0] * len(names)
+    for rows in np.split(order, np.flatnonzero(np.diff(group)) + 1):
+        if rows.size:
+            seconds[int(y[rows[0]])] += covered_seconds(windows.start_s[rows], task.window_s)
+    classes = {name: {"windows": int(counts[:, i].sum()), "minutes": round(seconds[i] / 60.0, 2),
+                      "records": int(np.count_nonzero(counts[:, i]))}
+               for i, name in enumerate(names)}
     out = {"task": task.name, "window_s": float(task.window_s), "classes": classes}
     if per_record:
-        out["per_record"] = {
-            r: {name: int(((windows.record == r) & (windows.y == i)).sum())
-                for i, name in enumerate(task.class_names)}
-            for r in np.unique(windows.record)
-        }
+        out["per_record"] = {str(r): {name: int(c) for name, c in zip(names, row)} for r, row in zip(records, counts)}
     return out

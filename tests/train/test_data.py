@@ -182,6 +182,24 @@ def test_rows_computed_by_forked_workers_equal_those_of_one_process(af_windows, 
     assert not list(tmp_path.glob("*bad*"))
 
 
+def test_summary_counts_each_record_and_class_as_a_plain_loop_does(af_windows):
+    """The grouped summary (one pass over the windows) against the plain per-record loop it replaced."""
+    from ecgedge.train.data import covered_seconds
+
+    windows, _ = af_windows
+    summary = summarize(windows, MITDB_TASK, per_record=True)
+    for i, name in enumerate(MITDB_TASK.class_names):
+        mine = windows.y == i
+        records = np.unique(windows.record[mine])
+        seconds = sum(covered_seconds(windows.start_s[mine & (windows.record == r)], MITDB_TASK.window_s)
+                      for r in records)
+        assert summary["classes"][name] == {"windows": int(mine.sum()), "minutes": round(seconds / 60.0, 2),
+                                            "records": records.size}
+        for r in np.unique(windows.record):
+            assert summary["per_record"][r][name] == int((mine & (windows.record == r)).sum())
+    assert summary["classes"]["AF"]["records"] == 3 and summary["classes"]["NSR"]["records"] == 2
+
+
 def _must_not_run(*args, **kwargs):
     raise AssertionError("the cache should have answered")
 
