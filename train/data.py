@@ -337,10 +337,12 @@ def _forked_map(fn, args, workers, chunksize=1):
     from concurrent.futures import ProcessPoolExecutor
 
     _WORK = fn
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            yield from pool.map(_work, args, chunksize=chunksize)
+        yield from pool.map(_work, args, chunksize=chunksize)
     finally:
+        # an error (here or in a worker) or an interrupt drops the chunks not yet started
+        pool.shutdown(wait=True, cancel_futures=True)
         _WORK = None
 
 
