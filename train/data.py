@@ -653,9 +653,11 @@ def _cached_rows(path, n, row_shape, dtype, row_of, desc, progress, chunks=None,
             workers = cpu_workers() if n >= PARALLEL_MIN_ROWS else 1
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, *row_shape))
+        def stacked(rows):
+            return rows, np.stack([row_of(i) for i in rows])
+
         try:
             with tqdm(total=n, desc=desc, unit="window", disable=not progress) as bar:
-                stacked = lambda rows: (rows, np.stack([row_of(i) for i in rows]))  # noqa: E731
                 for rows, values in _forked_map(stacked, list(chunks), workers):
                     out[rows] = values
                     bar.update(len(rows))
@@ -724,12 +726,13 @@ class _RecordHistories:
 
     def chunks(self, size):
         """Row indices of whole records, in record order, about ``size`` rows per chunk."""
-        chunks, current = [], []
+        chunks, current, count = [], [], 0
         for rows in self.rows.values():
             current.append(rows)
-            if sum(len(r) for r in current) >= size:
+            count += len(rows)
+            if count >= size:
                 chunks.append(np.concatenate(current))
-                current = []
+                current, count = [], 0
         return chunks + ([np.concatenate(current)] if current else [])
 
     def __call__(self, i):
