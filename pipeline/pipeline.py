@@ -77,8 +77,8 @@ class PipelineConfig:
         stage finished with the same settings keeps its key and any changed setting retrains.
         """
         always = ("backbone", "protocol", "epochs", "fine_tune", "seed", "weights", "n_folds", "max_per_class",
-                  "max_val_per_class", "records", "baselines", "patience", "fine_tune_learning_rate", "int8_grid", "rhythm_head",
-                  "augment")
+                  "max_val_per_class", "records", "baselines", "patience", "fine_tune_learning_rate", "int8_grid",
+                  "rhythm_head", "augment")
         defaults = TrainConfig()
         settings = {f.name: getattr(self.train, f.name) for f in fields(TrainConfig)
                     if f.name in always or getattr(self.train, f.name) != getattr(defaults, f.name)}
