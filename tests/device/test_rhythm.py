@@ -112,7 +112,7 @@ def test_early_wide_beats_count_as_early_and_unlike_the_medoid():
     assert f["rr_alternation"] > 0.9
     normal = shapes(np.arange(0.5, 10, 0.8), wide=())
     assert normal["frac_unlike_medoid"] == 0.0 and normal["frac_early"] == 0.0
-    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 65
+    assert len(f) == 22 and len(rhythm.FEATURE_NAMES) == 69
 
 
 def test_rr_irregularity_tells_random_intervals_from_ectopic_beats():
@@ -137,15 +137,16 @@ def test_rr_irregularity_tells_random_intervals_from_ectopic_beats():
     assert np.isnan(rhythm.rr_irregularity(np.array([0.8, 0.8, 0.8]))).all()
 
 
-def with_atria(beat_s, p_wave, seed=0, fs=FS, seconds=10.0):
+def with_atria(beat_s, p_wave, seed=0, fs=FS, seconds=10.0, t_wave=0.0):
     """A standardised trace with a QRS at each beat time (12 ms wide Gaussians, as narrow as a
     real one) and either a P wave 160 ms before each (``p_wave``) or, all along, fibrillatory
-    waves: a 6 Hz oscillation whose phase drifts at random."""
+    waves: a 6 Hz oscillation whose phase drifts at random; ``t_wave``: the height of a T wave
+    (80 ms wide) 300 ms after each beat."""
     t = np.arange(int(seconds * fs)) / fs
     rng = np.random.default_rng(seed)
     x = 0.01 * rng.normal(size=t.size)
     for b in beat_s:
-        x += np.exp(-0.5 * ((t - b) / 0.012) ** 2)
+        x += np.exp(-0.5 * ((t - b) / 0.012) ** 2) + t_wave * np.exp(-0.5 * ((t - b - 0.3) / 0.08) ** 2)
         if p_wave:
             x += 0.15 * np.exp(-0.5 * ((t - b + 0.16) / 0.025) ** 2)
     if not p_wave:
@@ -160,10 +161,22 @@ def test_atrial_features_tell_p_waves_from_fibrillatory_waves_at_the_same_rr():
     sinus = rhythm.atrial_features(sin, rhythm.detect_beats(sin, FS), FS)
     fib = with_atria(beats, p_wave=False)
     fibrillation = rhythm.atrial_features(fib, rhythm.detect_beats(fib, FS), FS)
-    assert sinus[0] > 0.8 and sinus[1] > 0.8, sinus
-    assert fibrillation[0] < 0.5 and fibrillation[1] < 0.3, fibrillation
+    assert sinus.shape == (len(rhythm.ATRIAL_NAMES) + len(rhythm.DETRENDED_ATRIAL_NAMES),)
+    assert (sinus > 0.8).all(), sinus  # detrended too
+    assert fibrillation[0] < 0.5 and fibrillation[1] < 0.3 and (fibrillation[2:] < 0.3).all(), fibrillation
     # Too few beats: undefined, not an error.
     assert np.isnan(rhythm.atrial_features(fib, np.array([300, 500]), FS)).all()
+
+
+def test_detrended_atrial_features_ignore_the_t_wave_tail_of_fast_fibrillation():
+    # Fibrillation at 86-120 bpm: each atrial stretch (250-60 ms before a beat) starts in the
+    # falling tail of the T wave before it, alike from beat to beat; less its line, it is not.
+    fast = np.cumsum(np.random.default_rng(2).uniform(0.5, 0.7, 30))
+    fib = with_atria(fast[fast < 9.7], p_wave=False, t_wave=0.5)
+    f = dict(zip(rhythm.ATRIAL_NAMES + rhythm.DETRENDED_ATRIAL_NAMES,
+                 rhythm.atrial_features(fib, rhythm.detect_beats(fib, FS), FS)))
+    assert f["p_correlation"] > 0.5 and f["p_consistency"] > 0.5, f
+    assert f["p_correlation_detrended"] < 0.2 and f["p_consistency_detrended"] < 0.4, f
 
 
 @pytest.mark.parametrize("pr_s, rt_s", [(0.16, 0.30), (0.26, 0.40)])
@@ -232,7 +245,7 @@ def test_a_flat_window_gives_nan_features_not_an_error():
 
     cfg = load_task("mitdb-rhythm4").spectrogram
     f = dict(zip(rhythm.FEATURE_NAMES, rhythm.window_rhythm_features(np.zeros(3600), 360.0, cfg)))
-    assert len(f) == 65 and f.pop("n_shaped_beats") == 0
+    assert len(f) == 69 and f.pop("n_shaped_beats") == 0
     assert np.isnan(list(f.values())).all()
 
 
@@ -463,12 +476,14 @@ def test_classifier_combines_the_model_with_the_rhythm_head(rhythm_bundle, tiny_
     z = standardize(to_model_rate(window, fs, with_head.cfg))
     fs_model = with_head.cfg.fs
     beats = rhythm.detect_beats(z, fs_model)
+    atrial = rhythm.atrial_features(z, beats, fs_model)
     parts = [rhythm.rr_statistics(np.diff(beats) / fs_model), rhythm.beat_shape_features(z, beats, fs_model),
-             rhythm.sharpness_features(window), rhythm.atrial_features(z, beats, fs_model),
+             rhythm.sharpness_features(window), atrial[:len(rhythm.ATRIAL_NAMES)],
              rhythm.rr_irregularity(np.diff(beats) / fs_model), rhythm.spectrum_features(z, fs_model),
              rhythm.wave_timing_features(z, beats, fs_model)]
-    own_context = [parts[0], parts[4], parts[3]]  # without history, the window's own
-    np.testing.assert_array_equal(features, np.concatenate(parts + own_context))
+    own_context = [parts[0], parts[4], atrial]  # without history, the window's own
+    detrended = atrial[len(rhythm.ATRIAL_NAMES):]
+    np.testing.assert_array_equal(features, np.concatenate(parts + own_context + [detrended]))
     cnn = without.classify_image(image)
     expected = rhythm.combine(cnn, with_head.trees.predict_proba(features), with_head.bundle.cnn_weights)
     np.testing.assert_allclose(with_head.classify_window(window, fs).probs, expected, rtol=1e-6)
