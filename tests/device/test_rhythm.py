@@ -179,6 +179,39 @@ def test_detrended_atrial_features_ignore_the_t_wave_tail_of_fast_fibrillation()
     assert f["p_correlation_detrended"] < 0.2 and f["p_consistency_detrended"] < 0.4, f
 
 
+def test_detrended_atrial_features_tell_cinc_af_from_sinus_better_on_real_recordings(physionet_dir):
+    """CinC 2017 (AliveCor), the first 10 s of its first 60 normal and 60 AF recordings: the
+    chance that a sinus window's atrial feature is above an AF window's (AUC) rises with the
+    detrended stretch (measured: p_consistency 0.80 -> 0.88, p_correlation 0.81 -> 0.88; the same
+    on other picks of 30 or 60)."""
+    import csv
+
+    from ecgedge.device.wfdb_reader import read_signal
+    from ecgedge.train.tasks import load_task
+
+    folder = physionet_dir / "cinc2017"
+    if not (folder / "REFERENCE.csv").is_file():
+        pytest.skip("CinC 2017 not found")
+    cfg = load_task("multidb-rhythm5").spectrogram
+    with open(folder / "REFERENCE.csv", newline="") as f:
+        reference = list(csv.reader(f))
+    features = {}
+    for label in ("N", "A"):
+        rows = []
+        for name in [r for r, lab in reference if lab == label][:60]:
+            x, fs = read_signal(folder / name)[:2]
+            rows.append(rhythm.window_rhythm_features(np.asarray(x, dtype=np.float64)[:int(10 * fs)], fs, cfg))
+        features[label] = np.array(rows)
+
+    def auc(name):
+        i = rhythm.FEATURE_NAMES.index(name)
+        sinus, af = (v[~np.isnan(v)] for v in (features["N"][:, i], features["A"][:, i]))
+        return np.mean((sinus[:, None] > af[None, :]) + 0.5 * (sinus[:, None] == af[None, :]))
+
+    for name in rhythm.ATRIAL_NAMES:
+        assert auc(f"{name}_detrended") > auc(name) + 0.03, (name, auc(name), auc(f"{name}_detrended"))
+
+
 @pytest.mark.parametrize("pr_s, rt_s", [(0.16, 0.30), (0.26, 0.40)])
 def test_wave_timing_reads_the_p_and_t_waves_of_the_typical_beat(pr_s, rt_s):
     """A P wave ``pr_s`` before each QRS and an inverted T wave ``rt_s`` after: the features
