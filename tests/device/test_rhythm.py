@@ -184,8 +184,7 @@ def test_detrended_atrial_features_tell_cinc_af_from_sinus_better_on_real_record
     chance that a sinus window's atrial feature is above an AF window's (AUC) rises with the
     detrended stretch (measured: p_consistency 0.80 -> 0.88, p_correlation 0.81 -> 0.88; the same
     on other picks of 30 or 60)."""
-    import csv
-
+    from ecgedge.device.labels import read_reference
     from ecgedge.device.wfdb_reader import read_signal
     from ecgedge.train.tasks import load_task
 
@@ -193,12 +192,11 @@ def test_detrended_atrial_features_tell_cinc_af_from_sinus_better_on_real_record
     if not (folder / "REFERENCE.csv").is_file():
         pytest.skip("CinC 2017 not found")
     cfg = load_task("multidb-rhythm5").spectrogram
-    with open(folder / "REFERENCE.csv", newline="") as f:
-        reference = list(csv.reader(f))
+    reference = read_reference(folder / "REFERENCE.csv")
     features = {}
     for label in ("N", "A"):
         rows = []
-        for name in [r for r, lab in reference if lab == label][:60]:
+        for name in [r for r, lab in reference.items() if lab == label][:60]:
             x, fs = read_signal(folder / name)[:2]
             rows.append(rhythm.window_rhythm_features(np.asarray(x, dtype=np.float64)[:int(10 * fs)], fs, cfg))
         features[label] = np.array(rows)
