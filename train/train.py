@@ -34,7 +34,7 @@ from ecgedge.train.models import (
     build_model, feature_extractor, get_backbone, input_scaling, parse_fine_tune, set_backbone_trainable,
 )
 from ecgedge.train.rhythm_head import (
-    HEAD_FILE, combined_predictions, combined_tables, deployable_rhythm_head, rhythm_folds,
+    HEAD_FILE, RECORD_SHARE, combined_predictions, combined_tables, deployable_rhythm_head, rhythm_folds,
 )
 
 PROTOCOL_NOTES = {
@@ -505,6 +505,8 @@ def run_config(task, cfg, scaling, windows, data_dir):
         "n_windows": len(windows.y),
         # the beats the rhythm head's features were computed from; a run without it read detector 1
         **({"beat_detector": BEAT_DETECTOR} if cfg.rhythm_head else {}),
+        # how the head weighs records against windows (rhythm_head.RECORD_SHARE); without it: 0
+        **({"rhythm_record_share": RECORD_SHARE} if cfg.rhythm_head else {}),
         "data_dir": None if data_dir is None else str(data_dir),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),

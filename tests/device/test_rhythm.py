@@ -423,6 +423,30 @@ def test_a_feature_missing_in_every_training_window_is_ignored():
     assert (head.predict(x) == y).mean() > 0.9
 
 
+def test_sample_weights_share_each_class_between_its_windows_and_its_records():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from ecgedge.train.rhythm_head import sample_weights
+
+    # class 0: a Holter record of 8 windows and two short recordings of 1; class 1: 4 + 2 windows
+    y = np.array([0] * 10 + [1] * 6)
+    records = np.array(["holter"] * 8 + ["a", "b"] + ["holter"] * 4 + ["c"] * 2)
+    np.testing.assert_allclose(sample_weights(y), compute_sample_weight("balanced", y))  # the heads before
+    np.testing.assert_allclose(sample_weights(y, records, 0.0), compute_sample_weight("balanced", y))
+    by_records = sample_weights(y, records, 1.0)
+    np.testing.assert_allclose(by_records[:10], [8 / 3 / 8] * 8 + [8 / 3] * 2)  # each record of class 0: 8/3
+    np.testing.assert_allclose(by_records[10:], [4 / 4] * 4 + [4 / 2] * 2)
+    half = sample_weights(y, records, 0.5)
+    np.testing.assert_allclose(half, 0.5 * by_records + 0.5 * sample_weights(y))
+    for w in (by_records, half):  # every class weighs len(y) / 2 in all
+        np.testing.assert_allclose([w[y == 0].sum(), w[y == 1].sum()], [8, 8])
+    assert half[8] > half[0]  # a short recording's window counts more than a long record's
+    with pytest.raises(EcgEdgeError, match="record_share"):
+        sample_weights(y, records, 1.5)
+    with pytest.raises(EcgEdgeError, match="records for"):
+        sample_weights(y, records[:-1])
+
+
 # ---------------------------------------------------------------------------------------------
 # In the bundle and on the device
 
