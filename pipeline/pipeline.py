@@ -235,11 +235,13 @@ def data_stage(ctx):
 
 def train_key(ctx):
     from ecgedge.device import rhythm
+    from ecgedge.train import rhythm_head
 
     key = {"data": data_key(ctx), "train": ctx.cfg.train_key_settings(), "int8_folds": ctx.cfg.n_representative}
-    if ctx.cfg.train.rhythm_head:  # the head is trained on the features this version computes
+    if ctx.cfg.train.rhythm_head:  # the head: the features this version computes, its weights
         key["rhythm_features"] = list(rhythm.FEATURE_NAMES)
         key["beat_detector"] = rhythm.BEAT_DETECTOR
+        key["rhythm_record_share"] = rhythm_head.RECORD_SHARE
     return digest(key)
 
 

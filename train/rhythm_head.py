@@ -25,9 +25,12 @@ AF. By records alone, MIT-BIH's patients are drowned among CinC's recordings. Me
 CNN's out-of-fold probabilities of `runs/multidb21` (-databases) fixed, the head refit in two row
 orders each: leaving one database out, held-out CinC AF Se 0.572 / 0.561 -> 0.649 / 0.595
 (Challenge F1 0.622 / 0.615 -> 0.640 / 0.628), held-out MIT-BIH AF Se 0.957 / 0.952 -> 0.958 /
-0.960 (Sp 0.982 / 0.987 -> 0.985 / 0.986), vfdb AF 0.43 / 0.47 -> 0.41 / 0.37 (one AF record);
-records alone (share 1) 0.591 / 0.587 on CinC and 0.949 / 0.952 on MIT-BIH; a cap of 20
-windows per record 0.575 on CinC. 0 gives the heads before it (balanced classes only)."""
+0.960 (Sp 0.982 / 0.987 -> 0.985 / 0.986), vfdb AF 0.43 / 0.47 -> 0.41 / 0.37 (few AF records);
+a quarter 0.583 / 0.592 on CinC and 0.948 / 0.943 on MIT-BIH, three quarters 0.629 / 0.587 and
+0.963 / 0.956, records alone (share 1) 0.591 / 0.587 and 0.949 / 0.952; a cap of 20 windows per
+record 0.575 on CinC. The full runs (`runs/multidb22`, -databases): held-out CinC AF Se 0.556 ->
+0.580, held-out MIT-BIH 0.942 -> 0.962; patient-wise CinC Challenge F1 0.803 -> 0.804, MIT-BIH
+macro-F1 0.787 -> 0.789; vfdb lower. 0 gives the heads before it (balanced classes only)."""
 
 
 def sample_weights(y, records=None, record_share=RECORD_SHARE):

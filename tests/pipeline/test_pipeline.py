@@ -196,17 +196,21 @@ def test_accuracy_benchmark_reads_the_pipeline_output(quick_runs, tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:8] == PNG
 
 
-def test_the_training_stage_is_redone_when_the_beat_detector_changes(tmp_path, monkeypatch):
-    """A finished run's rhythm head read the beats of the detector of its day: a new default
-    detector must retrain it, not reuse it under a bundle that names the new one."""
+def test_the_training_stage_is_redone_when_the_beat_detector_or_the_head_weights_change(tmp_path, monkeypatch):
+    """A finished run's rhythm head read the beats of the detector of its day, weighted as that
+    day's code weighed them: a new default must retrain it, not reuse it under a bundle that names
+    the new one."""
     from types import SimpleNamespace
 
     from ecgedge.device import rhythm
     from ecgedge.pipeline.pipeline import train_key
+    from ecgedge.train import rhythm_head
     from ecgedge.train.tasks import load_task
 
     ctx = SimpleNamespace(task=load_task("multidb-rhythm5"), cfg=pipeline_config(), data_dir=tmp_path)
     assert ctx.cfg.train.rhythm_head
     before = train_key(ctx)
+    monkeypatch.setattr(rhythm_head, "RECORD_SHARE", 0.0)
+    weighted_before = train_key(ctx)
     monkeypatch.setattr(rhythm, "BEAT_DETECTOR", 1)
-    assert train_key(ctx) != before
+    assert len({before, weighted_before, train_key(ctx)}) == 3
