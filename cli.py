@@ -63,6 +63,13 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except EcgEdgeError as exc:
             raise _CliError(exc.message) from None
+        except SystemError as exc:
+            # An error raised by a signal handler (SIGTERM during `device eval --predictions`)
+            # while C code calls back into Python comes wrapped in a SystemError.
+            inner = exc.__cause__ or exc.__context__
+            if isinstance(inner, EcgEdgeError):
+                raise _CliError(inner.message) from None
+            raise
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
