@@ -28,8 +28,10 @@ orders each: leaving one database out, held-out CinC AF Se 0.572 / 0.561 -> 0.64
 0.960 (Sp 0.982 / 0.987 -> 0.985 / 0.986), vfdb AF 0.43 / 0.47 -> 0.41 / 0.37 (few AF records);
 a quarter 0.583 / 0.592 on CinC and 0.948 / 0.943 on MIT-BIH, three quarters 0.629 / 0.587 and
 0.963 / 0.956, records alone (share 1) 0.591 / 0.587 and 0.949 / 0.952; a cap of 20 windows per
-record 0.575 on CinC. The full runs (`runs/multidb22`, -databases): held-out CinC AF Se 0.556 ->
-0.580, held-out MIT-BIH 0.942 -> 0.962; patient-wise CinC Challenge F1 0.803 -> 0.804, MIT-BIH
+record 0.575 on CinC. Two more row orders cut the gain (CinC 0.587 / 0.588 -> 0.589 / 0.585,
+MIT-BIH 0.965 / 0.957 -> 0.958 / 0.948): over four, held-out CinC Challenge F1 0.621 -> 0.632 (up
+in all four), AF Se 0.577 -> 0.605, held-out MIT-BIH AF Se 0.958 -> 0.956. The full runs (`runs/multidb22`, -databases): held-out CinC AF Se 0.556 ->
+0.580, held-out MIT-BIH 0.942 -> 0.962 (mostly row-order noise); patient-wise CinC Challenge F1 0.803 -> 0.804, MIT-BIH
 macro-F1 0.787 -> 0.789; vfdb lower. 0 gives the heads before it (balanced classes only)."""
 
 
@@ -56,10 +58,10 @@ def sample_weights(y, records=None, record_share=RECORD_SHARE):
     by_windows = share / counts[index]
     if records is None or record_share == 0.0:
         return by_windows
-    by_records = np.zeros(len(y))
+    records, by_records = np.asarray(records), np.zeros(len(y))
     for c in range(len(classes)):
         rows = np.flatnonzero(index == c)
-        _, record_index, windows = np.unique(np.asarray(records)[rows], return_inverse=True, return_counts=True)
+        _, record_index, windows = np.unique(records[rows], return_inverse=True, return_counts=True)
         by_records[rows] = share / windows.size / windows[record_index]
     return record_share * by_records + (1.0 - record_share) * by_windows
 
